@@ -1,0 +1,33 @@
+# aot-repro: EDM with and without AOT noise pairing, from dataset to the paper's comparison tables.
+#   snakemake --cores all                                   embedded default (digits, CPU, minutes)
+#   snakemake --profile profiles/slurm --configfile config/cifar10-uncond.yaml    paper scale
+# Stages live in workflow/rules/*.smk; each rule runs one `python -m aot <stage>` command.
+import re
+
+from snakemake.utils import min_version, validate
+
+min_version("9.19")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    setting="|".join(re.escape(s) for s in SETTINGS),
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

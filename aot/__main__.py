@@ -1,0 +1,186 @@
+"""``python -m aot <stage> ...``: one subcommand per workflow rule. Run ``python -m aot <stage> -h`` for options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _seed_range(text: str) -> range:
+    """'0-999' -> range(0, 1000) (inclusive, as EDM's --seeds)."""
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-999, got {text!r}") from None
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"seeds: {hi} < {lo}")
+    return range(lo, hi + 1)
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_prepare(a) -> None:
+    from aot.checkpoint import write_json
+    from aot.data import SOURCES, save_dataset
+
+    kwargs = {"digits": dict(test_fraction=a.test_fraction, seed=a.split_seed),
+              "cifar10": dict(archive=a.archive),
+              "synthetic": dict(seed=a.split_seed)}[a.source]
+    ds = SOURCES[a.source](**kwargs)
+    sha = save_dataset(a.out, ds)
+    info = dict(path=str(a.out), sha256=sha, train=list(ds.train_images.shape), test=list(ds.test_images.shape),
+                meta=ds.meta)
+    write_json(a.info, info)
+    print(json.dumps(info), file=sys.stderr)
+
+
+def cmd_train(a) -> None:
+    from aot.data import load_dataset
+    from aot.train import TrainSpec, train
+
+    _threads(a.threads)
+    spec = TrainSpec.from_dict(json.loads(a.spec))
+    summary = train(spec, load_dataset(a.data), run_dir=a.run_dir, out=a.out, stats_out=a.stats,
+                    progress=not a.no_progress, model_name=a.model)
+    print(json.dumps(summary), file=sys.stderr)
+
+
+def cmd_featnet(a) -> None:
+    from aot.checkpoint import write_json
+    from aot.evaluate import fit_featnet
+
+    _threads(a.threads)
+    info = fit_featnet(a.data, a.out, a.ref, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                       progress=not a.no_progress)
+    write_json(a.info, info)
+    print(json.dumps(info), file=sys.stderr)
+
+
+def cmd_sample(a) -> None:
+    from aot.generate import generate, save_grid, save_samples
+
+    _threads(a.threads)
+    arrays = generate(a.ckpt, rho=a.rho, steps=a.steps, seeds=a.seeds, batch=a.batch, sigma_min=a.sigma_min,
+                      sigma_max=a.sigma_max, device=a.device, progress=not a.no_progress)
+    save_samples(a.out, arrays)
+    if a.grid:
+        save_grid(a.grid, arrays["images"])
+
+
+def cmd_evaluate(a) -> None:
+    from aot.evaluate import score
+
+    _threads(a.threads)
+    res = score(a.samples, a.featnet, a.ref, a.out, model=a.model, kid_subsets=a.kid_subsets,
+                kid_subset_size=a.kid_subset_size)
+    print(json.dumps(res), file=sys.stderr)
+
+
+def cmd_tables(a) -> None:
+    from aot.tables import write_tables
+
+    write_tables(a.metrics, a.stats, a.out_dir)
+
+
+def cmd_check_config(a) -> None:
+    from aot.config import check_config, load_yaml
+
+    cfg = {}
+    for path in a.configs:
+        cfg.update(load_yaml(path))
+    check_config(cfg)
+    print(f"config OK: {', '.join(a.configs)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aot", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def stage(name, fn, help):
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(fn=fn)
+        return s
+
+    s = stage("prepare", cmd_prepare, "Write a dataset in the project's npz format (+ a JSON with its sha256).")
+    s.add_argument("--source", required=True, choices=["digits", "cifar10", "synthetic"])
+    s.add_argument("--archive", default=None, help="cifar10: local cifar-10-python.tar.gz or folder (else download)")
+    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--info", required=True, type=Path)
+
+    s = stage("train", cmd_train, "Train one EDM model (pairing method in the spec); resumes from --run-dir.")
+    s.add_argument("--data", required=True, type=Path)
+    s.add_argument("--spec", required=True, help="JSON of aot.train.TrainSpec fields")
+    s.add_argument("--run-dir", required=True, type=Path, help="resumable state (kept across reruns)")
+    s.add_argument("--out", required=True, type=Path, help="final EMA network (.pt)")
+    s.add_argument("--stats", required=True, type=Path, help="training summary (.json)")
+    s.add_argument("--model", default="", help="name recorded in the summary, e.g. aot-cond")
+
+    s = stage("featnet", cmd_featnet, "Train the feature net for FD/KID and write reference features.")
+    s.add_argument("--data", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--ref", required=True, type=Path)
+    s.add_argument("--info", required=True, type=Path)
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = stage("sample", cmd_sample, "Deterministic Heun sampling of a seed range at one (rho, steps).")
+    s.add_argument("--ckpt", required=True, type=Path)
+    s.add_argument("--rho", required=True, type=float)
+    s.add_argument("--steps", required=True, type=int)
+    s.add_argument("--seeds", required=True, type=_seed_range, help="inclusive range, e.g. 0-999")
+    s.add_argument("--batch", type=int, default=500)
+    s.add_argument("--sigma-min", type=float, default=0.002)
+    s.add_argument("--sigma-max", type=float, default=80.0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--grid", type=Path, default=None, help="also write a PNG grid of the first images")
+
+    s = stage("evaluate", cmd_evaluate, "FD and KID of sample shards in the feature net's space.")
+    s.add_argument("--samples", required=True, nargs="+", type=Path)
+    s.add_argument("--featnet", required=True, type=Path)
+    s.add_argument("--ref", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--model", default="")
+    s.add_argument("--kid-subsets", type=int, default=100)
+    s.add_argument("--kid-subset-size", type=int, default=1000)
+
+    s = stage("tables", cmd_tables, "Comparison tables (CSV + Markdown) with the paper's numbers beside ours.")
+    s.add_argument("--metrics", required=True, nargs="+", type=Path)
+    s.add_argument("--stats", required=True, nargs="+", type=Path)
+    s.add_argument("--out-dir", required=True, type=Path)
+
+    s = stage("check-config", cmd_check_config, "Validate config files (later files override earlier keys).")
+    s.add_argument("configs", nargs="+")
+
+    for name in ("prepare", "train", "featnet", "sample", "evaluate", "tables"):
+        s = sub.choices[name]
+        s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    from aot.config import ConfigError
+
+    try:
+        a.fn(a)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Config checking: JSON schema (workflow/schemas/config.schema.yaml) + the rules a schema cannot say.
+
+Errors are one line that names the key and the fix, raised before any job starts. This module imports no
+torch, so the Snakefile can use it at parse time in well under a second.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message is one line naming the key and the fix."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _fill_defaults(node: Any, schema: dict) -> None:
+    """Insert schema ``default`` values for missing keys, recursively (like Snakemake's validate)."""
+    if not isinstance(node, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            _fill_defaults(node[key], sub)
+            if sub.get("type") == "array" and isinstance(node[key], list) and "items" in sub:
+                for item in node[key]:
+                    _fill_defaults(item, sub["items"])
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in node.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    out = []
+    for e in errors:
+        if e.validator == "additionalProperties":
+            out.append(f"{_where(e.absolute_path)}: {e.message} (remove or fix the key; see config/README.md)")
+        else:
+            out.append(f"{_where(e.absolute_path)}: {e.message} (see config/README.md)")
+    return out
+
+
+def semantic_errors(cfg: dict) -> list[str]:
+    """Rules across keys that the JSON schema cannot express."""
+    out = []
+    t, s = cfg["train"], cfg["sample"]
+    procs = max(1, t["gpus"])
+    if t["batch"] % procs:
+        out.append(f"train.batch: {t['batch']} is not divisible by train.gpus={procs}")
+    per_proc = t["batch"] // procs
+    batch_gpu = t["batch_gpu"] or per_proc
+    if per_proc % batch_gpu:
+        out.append(f"train.batch_gpu: {batch_gpu} does not divide the per-process batch {per_proc}")
+    if t["pool"] % per_proc:
+        out.append(f"train.pool: {t['pool']} must be a multiple of the per-process batch {per_proc} "
+                   "(each pool is consumed by whole optimizer steps)")
+    if t["gpus"] > 0 and not t["device"].startswith("cuda"):
+        out.append(f"train.device: '{t['device']}' with train.gpus={t['gpus']}; set device: cuda or gpus: 0")
+    for name, arm in cfg["arms"].items():
+        if arm["pairing"] == "immiscible":
+            mb = t["micro_batch"] or batch_gpu
+            if t["pool"] % mb:
+                out.append(f"arms.{name}: immiscible pairing needs train.micro_batch ({mb}) to divide train.pool")
+    if s["sigma_min"] >= s["sigma_max"]:
+        out.append(f"sample.sigma_min: {s['sigma_min']} must be below sample.sigma_max {s['sigma_max']}")
+    keys = [(g["rho"], g["steps"]) for g in s["grid"]]
+    if len(set(keys)) != len(keys):
+        out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
+    if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
+        out.append("dataset.archive: only used with source: cifar10; remove it")
+    return out
+
+
+def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
+    """Validate ``config`` and return a copy with defaults filled in; raise ConfigError (one line) if wrong."""
+    schema = load_yaml(schema_path)
+    cfg = copy.deepcopy(config)
+    errs = schema_errors(cfg, schema)
+    if not errs:
+        _fill_defaults(cfg, schema)
+        errs = schema_errors(cfg, schema) or semantic_errors(cfg)
+    if errs:
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise ConfigError(f"config error: {errs[0]}{more}")
+    return cfg
+
+
+def model_names(cfg: dict) -> list[str]:
+    """Trained models: one per arm and conditioning, e.g. 'aot-cond'."""
+    return [f"{arm}-{cond}" for arm in cfg["arms"] for cond in cfg["conditioning"]]
+
+
+def setting_name(rho: float, steps: int) -> str:
+    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5)."""
+    return f"rho{rho:g}-steps{steps}"

@@ -1,0 +1,408 @@
+"""Backbone U-Net: DDPM++ and NCSN++ (Song et al., 2021) in the form EDM trains them (Karras et al., 2022).
+
+Written from scratch, but module and parameter names, shapes, initialisation and forward pass follow
+NVlabs/edm ``training/networks.py`` (``SongUNet``, commit 008a4e5), so the ``model.*`` part of an EDM
+``EDMPrecond`` state_dict loads into :class:`SongUNet` with ``strict=True``. There is no diffusion math here:
+the preconditioner computes ``c_in * x`` and ``noise_labels = c_noise(sigma)`` and calls this network.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.functional import silu
+
+SKIP_SCALE = math.sqrt(0.5)  # EDM skip_scale: keeps the variance of residual sums at ~1
+
+
+def _xavier_uniform(shape: Sequence[int], fan_in: int, fan_out: int, gain: float) -> Tensor:
+    """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)); EDM ``weight_init('xavier_uniform')``."""
+    a = gain * math.sqrt(6 / (fan_in + fan_out))
+    return torch.empty(*shape).uniform_(-a, a)
+
+
+def group_norm_groups(num_channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
+    """Groups for C channels: EDM's min(32, C // 4), or the largest divisor of C below it if that fails."""
+    groups = max(1, min(max_groups, num_channels // min_channels_per_group))
+    while num_channels % groups:  # only reached where EDM's own GroupNorm would fail
+        groups -= 1
+    return groups
+
+
+class Linear(torch.nn.Module):
+    """Fully connected layer with EDM's xavier-uniform weights and zero bias (EDM ``Linear``)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_weight: float = 1.0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        w = _xavier_uniform((out_features, in_features), in_features, out_features, init_weight)
+        self.weight = torch.nn.Parameter(w)
+        self.bias = torch.nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), b)
+
+
+class Conv2d(torch.nn.Module):
+    """Square 2-D convolution with optional FIR up/down-sampling by 2 (EDM ``Conv2d``).
+
+    ``kernel=0`` gives a parameter-free resampler. ``fused_down`` convolves first and then filters and
+    decimates (NCSN++'s progressive-input branch); otherwise resampling comes before the convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, up: bool = False,
+                 down: bool = False, resample_filter: Sequence[int] = (1, 1), fused_down: bool = False,
+                 init_weight: float = 1.0):
+        super().__init__()
+        if up and down:
+            raise ValueError("Conv2d: up and down are mutually exclusive")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.up = up
+        self.down = down
+        self.fused_down = fused_down and down and kernel > 0
+        fan_in, fan_out = in_channels * kernel * kernel, out_channels * kernel * kernel
+        shape = (out_channels, in_channels, kernel, kernel)
+        w = _xavier_uniform(shape, fan_in, fan_out, init_weight) if kernel else None
+        self.weight = None if w is None else torch.nn.Parameter(w)
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels)) if kernel and bias else None
+        if up or down:
+            f = torch.as_tensor(resample_filter, dtype=torch.float32)
+            # Separable 2-D filter with unit DC gain, shape (1, 1, k, k).
+            self.register_buffer("resample_filter", torch.outer(f, f)[None, None] / f.sum().square())
+        else:
+            self.resample_filter = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = None if self.weight is None else self.weight.to(x.dtype)
+        w_pad = 0 if w is None else w.shape[-1] // 2
+        if self.resample_filter is not None:
+            f = self.resample_filter.to(x.dtype)
+            f_pad = (f.shape[-1] - 1) // 2
+        if self.fused_down:
+            x = F.conv2d(x, w, padding=w_pad + f_pad)
+            x = F.conv2d(x, f.tile(self.out_channels, 1, 1, 1), groups=self.out_channels, stride=2)
+        else:
+            c = self.in_channels
+            if self.up:  # zero-stuffing transposed conv; x4 restores the DC gain lost to the inserted zeros
+                x = F.conv_transpose2d(x, (f * 4).tile(c, 1, 1, 1), groups=c, stride=2, padding=f_pad)
+            if self.down:
+                x = F.conv2d(x, f.tile(c, 1, 1, 1), groups=c, stride=2, padding=f_pad)
+            if w is not None:
+                x = F.conv2d(x, w, padding=w_pad)
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        return x
+
+
+class GroupNorm(torch.nn.Module):
+    """Group normalisation with at least 4 channels per group, at most 32 groups (EDM ``GroupNorm``)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.num_groups = group_norm_groups(num_channels)
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(num_channels))
+        self.bias = torch.nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
+class UNetBlock(torch.nn.Module):
+    """DDPM++/NCSN++ residual block: additive embedding, optional resampling and 1-head self-attention
+    (EDM ``UNetBlock`` with adaptive_scale=False, resample_proj=True, skip_scale=sqrt(1/2), eps=1e-6)."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, up: bool = False,
+                 down: bool = False, attention: bool = False, dropout: float = 0.0,
+                 resample_filter: Sequence[int] = (1, 1)):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.attention = attention
+        self.dropout = dropout
+        resample = dict(up=up, down=down, resample_filter=resample_filter)
+        self.norm0 = GroupNorm(in_channels)
+        self.conv0 = Conv2d(in_channels, out_channels, 3, **resample)
+        self.affine = Linear(emb_channels, out_channels)
+        self.norm1 = GroupNorm(out_channels)
+        self.conv1 = Conv2d(out_channels, out_channels, 3, init_weight=1e-5)  # block starts near identity
+        needs_proj = in_channels != out_channels or up or down
+        self.skip = Conv2d(in_channels, out_channels, 1, **resample) if needs_proj else None
+        if attention:
+            self.norm2 = GroupNorm(out_channels)
+            self.qkv = Conv2d(out_channels, out_channels * 3, 1, init_weight=math.sqrt(0.2))
+            self.proj = Conv2d(out_channels, out_channels, 1, init_weight=1e-5)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv0(silu(self.norm0(x)))
+        h = silu(self.norm1(h + self.affine(emb)[:, :, None, None].to(h.dtype)))
+        h = self.conv1(F.dropout(h, p=self.dropout, training=self.training))
+        x = (h + (x if self.skip is None else self.skip(x))) * SKIP_SCALE
+        if self.attention:
+            B, C, H, W = x.shape
+            # EDM's qkv layout interleaves per channel: output channel 3*c + j is (q, k, v)[j] of channel c.
+            q, k, v = self.qkv(self.norm2(x)).reshape(B, C, 3, H * W).unbind(2)  # each (B, C, HW)
+            a = F.scaled_dot_product_attention(q.mT, k.mT, v.mT)  # (B, HW, C), softmax(q k^T / sqrt(C)) v
+            x = (self.proj(a.mT.reshape(B, C, H, W)) + x) * SKIP_SCALE
+        return x
+
+
+class PositionalEmbedding(torch.nn.Module):
+    """Sinusoidal embedding of c_noise, frequencies 10000^(-i/(n-1)) (DDPM++; EDM ``PositionalEmbedding``)."""
+
+    def __init__(self, num_channels: int, max_positions: int = 10000, endpoint: bool = True):
+        super().__init__()
+        self.num_channels = num_channels
+        self.max_positions = max_positions
+        self.endpoint = endpoint
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        half = self.num_channels // 2
+        freqs = torch.arange(half, dtype=torch.float32, device=c_noise.device)
+        freqs = (1 / self.max_positions) ** (freqs / max(half - (1 if self.endpoint else 0), 1))
+        x = torch.outer(c_noise, freqs.to(c_noise.dtype))
+        return torch.cat([x.sin(), x.cos()], dim=1)  # EDM's order after its sin/cos swap
+
+
+class FourierEmbedding(torch.nn.Module):
+    """Random Fourier features of c_noise, freqs ~ N(0, 16^2) (NCSN++; EDM ``FourierEmbedding``).
+
+    The frequencies are a fixed buffer drawn from a local generator seeded with ``seed``, so building a
+    network neither depends on nor advances the global RNG here; loading a state_dict replaces them.
+    """
+
+    def __init__(self, num_channels: int, scale: float = 16.0, seed: int = 0):
+        super().__init__()
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        self.register_buffer("freqs", torch.randn(num_channels // 2, generator=g, device="cpu") * scale)
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        x = torch.outer(c_noise, (2 * math.pi * self.freqs).to(c_noise.dtype))
+        return torch.cat([x.sin(), x.cos()], dim=1)
+
+
+NOISE_EMBEDDINGS = {"positional": PositionalEmbedding, "fourier": FourierEmbedding}
+ENCODER_TYPES = ("standard", "skip", "residual")
+DECODER_TYPES = ("standard", "skip")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(choices)}")
+
+
+class SongUNet(torch.nn.Module):
+    """DDPM++ / NCSN++ U-Net of Song et al. (2021) as configured in EDM (Karras et al., 2022)."""
+
+    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0,
+                 augment_dim: int = 0, model_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 2, 2),
+                 channel_mult_emb: int = 4, num_blocks: int = 4, attn_resolutions: Sequence[int] = (16,),
+                 dropout: float = 0.10, label_dropout: float = 0.0, embedding_type: str = "positional",
+                 channel_mult_noise: int = 1, encoder_type: str = "standard", decoder_type: str = "standard",
+                 resample_filter: Sequence[int] = (1, 1)):
+        super().__init__()
+        _check_choice("embedding_type", embedding_type, tuple(NOISE_EMBEDDINGS))
+        _check_choice("encoder_type", encoder_type, ENCODER_TYPES)
+        _check_choice("decoder_type", decoder_type, DECODER_TYPES)
+        levels = len(channel_mult)
+        if levels < 1 or img_resolution % 2 ** (levels - 1):
+            raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{levels - 1} "
+                             f"for channel_mult {tuple(channel_mult)}")
+        self.img_resolution = img_resolution
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.label_dim = label_dim
+        self.augment_dim = augment_dim
+        self.label_dropout = label_dropout
+        emb_channels = model_channels * channel_mult_emb
+        noise_channels = model_channels * channel_mult_noise
+
+        def block(cin: int, cout: int, **kw) -> UNetBlock:
+            return UNetBlock(cin, cout, emb_channels, dropout=dropout, resample_filter=resample_filter, **kw)
+
+        # Mapping network: [c_noise, label, augment] -> embedding fed to every block.
+        self.map_noise = NOISE_EMBEDDINGS[embedding_type](noise_channels)
+        self.map_label = Linear(label_dim, noise_channels) if label_dim else None
+        self.map_augment = Linear(augment_dim, noise_channels, bias=False) if augment_dim else None
+        self.map_layer0 = Linear(noise_channels, emb_channels)
+        self.map_layer1 = Linear(emb_channels, emb_channels)
+
+        # Encoder. The plans list (role, key) in execution order, so forward never parses module names.
+        self.enc = torch.nn.ModuleDict()
+        self.dec = torch.nn.ModuleDict()
+        self._enc_plan: list[tuple[str, str]] = []
+        self._dec_plan: list[tuple[str, str]] = []
+
+        def add(plan: list, modules: torch.nn.ModuleDict, role: str, key: str, module: torch.nn.Module):
+            modules[key] = module
+            plan.append((role, key))
+
+        cout = caux = in_channels
+        skip_channels = []
+        for level, mult in enumerate(channel_mult):
+            res = img_resolution >> level
+            r = f"{res}x{res}"
+            if level == 0:
+                add(self._enc_plan, self.enc, "conv", f"{r}_conv", Conv2d(cout, model_channels, 3))
+                cout = model_channels
+            else:
+                add(self._enc_plan, self.enc, "block", f"{r}_down", block(cout, cout, down=True))
+                if encoder_type == "skip":  # progressive input: downsampled image added after a 1x1 conv
+                    add(self._enc_plan, self.enc, "aux_down", f"{r}_aux_down",
+                        Conv2d(caux, caux, 0, down=True, resample_filter=resample_filter))
+                    add(self._enc_plan, self.enc, "aux_skip", f"{r}_aux_skip", Conv2d(caux, cout, 1))
+                if encoder_type == "residual":  # progressive input through a strided 3x3 conv branch
+                    add(self._enc_plan, self.enc, "aux_residual", f"{r}_aux_residual",
+                        Conv2d(caux, cout, 3, down=True, resample_filter=resample_filter, fused_down=True))
+                    caux = cout
+            skip_channels.append(cout)
+            for idx in range(num_blocks):
+                cin, cout = cout, model_channels * mult
+                add(self._enc_plan, self.enc, "block", f"{r}_block{idx}",
+                    block(cin, cout, attention=res in attn_resolutions))
+                skip_channels.append(cout)
+
+        # Decoder: every "cat_block" consumes one encoder activation, deepest first.
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            res = img_resolution >> level
+            r = f"{res}x{res}"
+            if level == levels - 1:
+                add(self._dec_plan, self.dec, "block", f"{r}_in0", block(cout, cout, attention=True))
+                add(self._dec_plan, self.dec, "block", f"{r}_in1", block(cout, cout))
+            else:
+                add(self._dec_plan, self.dec, "block", f"{r}_up", block(cout, cout, up=True))
+            for idx in range(num_blocks + 1):
+                cin, cout = cout + skip_channels.pop(), model_channels * mult
+                add(self._dec_plan, self.dec, "cat_block", f"{r}_block{idx}",
+                    block(cin, cout, attention=idx == num_blocks and res in attn_resolutions))
+            if decoder_type == "skip" or level == 0:  # output head (at every level for the skip decoder)
+                if decoder_type == "skip" and level < levels - 1:
+                    add(self._dec_plan, self.dec, "aux_up", f"{r}_aux_up",
+                        Conv2d(out_channels, out_channels, 0, up=True, resample_filter=resample_filter))
+                add(self._dec_plan, self.dec, "aux_norm", f"{r}_aux_norm", GroupNorm(cout))
+                add(self._dec_plan, self.dec, "aux_conv", f"{r}_aux_conv",
+                    Conv2d(cout, out_channels, 3, init_weight=1e-5))
+
+    def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
+                augment_labels: Tensor | None = None) -> Tensor:
+        """Evaluate F(x; c_noise, labels).
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, in_channels, R, R)
+        noise_labels : Tensor, shape (B,)
+            c_noise(sigma) from the preconditioner.
+        class_labels : Tensor, shape (B, label_dim) or (1, label_dim), or None
+            One-hot labels; required when label_dim > 0, ignored otherwise. In training mode with
+            label_dropout > 0, whole label vectors are zeroed with a mask drawn by ``torch.rand`` on
+            x's device (the one use of the global RNG here, as in EDM).
+        augment_labels : Tensor, shape (B, augment_dim), or None
+            Augmentation labels; None is the same as all zeros (the layer has no bias).
+
+        Returns
+        -------
+        Tensor, shape (B, out_channels, R, R)
+        """
+        # Mapping.
+        emb = self.map_noise(noise_labels)
+        if self.map_label is not None:
+            if class_labels is None:
+                raise ValueError(f"class_labels is required: the network has label_dim={self.label_dim}")
+            y = class_labels
+            if self.training and self.label_dropout:
+                keep = torch.rand([x.shape[0], 1], device=x.device) >= self.label_dropout
+                y = y * keep.to(y.dtype)
+            emb = emb + self.map_label(y * math.sqrt(self.label_dim))
+        if self.map_augment is not None and augment_labels is not None:
+            emb = emb + self.map_augment(augment_labels)
+        emb = silu(self.map_layer1(silu(self.map_layer0(emb))))  # (B, emb_channels)
+
+        # Encoder: keep each main-path activation for a skip connection.
+        skips = []
+        aux = x
+        for role, key in self._enc_plan:
+            m = self.enc[key]
+            if role == "conv":
+                x = m(x)
+                skips.append(x)
+            elif role == "block":
+                x = m(x, emb)
+                skips.append(x)
+            elif role == "aux_down":
+                aux = m(aux)
+            elif role == "aux_skip":
+                x = skips[-1] = x + m(aux)
+            else:  # aux_residual
+                x = skips[-1] = aux = (x + m(aux)) / math.sqrt(2)
+
+        # Decoder: the output is the sum of the aux heads (one head unless decoder_type == "skip").
+        out = h = None
+        for role, key in self._dec_plan:
+            m = self.dec[key]
+            if role == "block":
+                x = m(x, emb)
+            elif role == "cat_block":
+                x = m(torch.cat([x, skips.pop()], dim=1), emb)
+            elif role == "aux_up":
+                out = m(out)
+            elif role == "aux_norm":
+                h = m(x)
+            else:  # aux_conv
+                h = m(silu(h))
+                out = h if out is None else out + h
+        return out
+
+
+# EDM train.py CIFAR-10 settings (--arch=ddpmpp | ncsnpp, default --dropout=0.13); paper-spec section 2.3.
+ARCH_PRESETS: dict[str, dict] = {
+    "ddpmpp": dict(model_channels=128, channel_mult=[2, 2, 2], channel_mult_emb=4, num_blocks=4,
+                   attn_resolutions=[16], dropout=0.13, embedding_type="positional", channel_mult_noise=1,
+                   encoder_type="standard", decoder_type="standard", resample_filter=[1, 1]),
+    "ncsnpp": dict(model_channels=128, channel_mult=[2, 2, 2], channel_mult_emb=4, num_blocks=4,
+                   attn_resolutions=[16], dropout=0.13, embedding_type="fourier", channel_mult_noise=2,
+                   encoder_type="residual", decoder_type="standard", resample_filter=[1, 3, 3, 1]),
+}
+
+INTERFACE_ARGS = ("img_resolution", "in_channels", "out_channels", "label_dim", "augment_dim")
+TUNABLE_ARGS = tuple(p for p in inspect.signature(SongUNet.__init__).parameters
+                     if p not in ("self", *INTERFACE_ARGS))
+
+
+def network_ctor(arch: str, *, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0,
+                 augment_dim: int = 0, **overrides) -> dict:
+    """Resolve preset ``arch`` + ``overrides`` into the full SongUNet kwargs (plain data, JSON-safe)."""
+    if arch not in ARCH_PRESETS:
+        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCH_PRESETS)}")
+    unknown = sorted(set(overrides) - set(TUNABLE_ARGS))
+    if unknown:
+        raise ValueError(f"unknown network override(s) {', '.join(map(repr, unknown))}; "
+                         f"valid choices: {', '.join(TUNABLE_ARGS)}")
+    defaults = {k: p.default for k, p in inspect.signature(SongUNet.__init__).parameters.items()
+                if k in TUNABLE_ARGS}
+    ctor = dict(img_resolution=img_resolution, in_channels=in_channels, out_channels=out_channels,
+                label_dim=label_dim, augment_dim=augment_dim, **defaults)
+    ctor.update(ARCH_PRESETS[arch])
+    ctor.update(overrides)
+    # Lists, not tuples, so the dict survives a JSON round trip unchanged.
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in ctor.items()}
+
+
+def make_network(arch: str, *, img_resolution: int, in_channels: int, out_channels: int, label_dim: int = 0,
+                 augment_dim: int = 0, **overrides) -> SongUNet:
+    """Build SongUNet from preset ``arch`` ("ddpmpp" | "ncsnpp") with keyword ``overrides``."""
+    return SongUNet(**network_ctor(arch, img_resolution=img_resolution, in_channels=in_channels,
+                                   out_channels=out_channels, label_dim=label_dim, augment_dim=augment_dim,
+                                   **overrides))
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of parameters (buffers excluded), as EDM reports network size."""
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,54 @@
+"""The AOT paper's CIFAR-10 FID-50k numbers (min of 3 seed blocks, deterministic Heun), as plain data.
+
+Source and trust level of every number: ../shared/docs/paper-spec.md §5. Tables 1-2 rows at (rho 7, 18 steps),
+(90, 14) and (72, 15) are VERIFIED against the EDM-AOT README; Table 4 (rho sweep) and Table 5 are from
+third-party full-text notes (SECONDARY). Keys: (arm, conditioning, rho, steps) with arm 'edm' (independent
+noise) or 'aot' (paired); an entry maps to (FID, source).
+"""
+
+from __future__ import annotations
+
+TABLE4_RHOS = (3, 5, 9, 16, 27, 47, 81, 140, 243, 421)
+# Table 4 (unconditional rho sweep): rows (arm, steps) -> FID per rho in TABLE4_RHOS.
+TABLE4 = {
+    ("edm", 18): (6.16, 1.99, 1.94, 1.94, 1.99, 2.00, 2.01, 2.02, 1.99, 1.98),
+    ("aot", 18): (6.97, 2.18, 1.93, 2.06, 2.11, 1.90, 1.93, 1.89, 1.89, 1.89),
+    ("aot", 14): (18.77, 2.37, 2.32, 1.95, 1.93, 1.94, 1.88, 1.88, 1.89, 1.88),
+    ("edm", 8): (89.13, 9.99, 4.05, 4.08, 4.83, 5.43, 5.98, 6.16, 6.17, 6.28),
+    ("aot", 8): (90.58, 10.92, 3.78, 3.24, 3.06, 3.11, 3.06, 3.14, 3.15, 3.15),
+}
+
+# Tables 1 and 2 (README-verified rows).
+TABLE12 = {
+    ("edm", "uncond", 7, 18): 1.97,
+    ("aot", "uncond", 7, 18): 1.95,
+    ("aot", "uncond", 90, 14): 1.88,
+    ("edm", "cond", 7, 18): 1.79,
+    ("aot", "cond", 7, 18): 1.79,
+    ("aot", "cond", 72, 15): 1.73,
+}
+
+# Table 5 (NFE sweep, best rho of {9, 27, 81, 243} per NFE).
+TABLE5_NFES = (7, 11, 15, 19, 23, 27, 31, 35)
+TABLE5 = {
+    ("edm", "uncond"): (68.98, 11.86, 4.05, 2.58, 2.17, 2.04, 1.98, 1.94),
+    ("aot", "uncond"): (58.55, 7.51, 3.06, 2.29, 2.02, 1.88, 1.88, 1.88),
+    ("edm", "cond"): (63.32, 11.06, 3.71, 2.36, 1.98, 1.85, 1.82, 1.82),
+    ("aot", "cond"): (61.36, 7.65, 2.91, 2.06, 1.86, 1.75, 1.73, 1.73),
+}
+
+# Pairing methods that are the paper's two arms; other methods have no paper number.
+PAPER_ARM = {"none": "edm", "aot": "aot"}
+
+
+def paper_fid(pairing: str, cond: str, rho: float, steps: int) -> tuple[float | None, str]:
+    """The paper's CIFAR-10 FID for the same setting, with where it comes from; (None, '') if it has none."""
+    arm = PAPER_ARM.get(pairing)
+    if arm is None:
+        return None, ""
+    key = (arm, cond, rho, steps)
+    if key in TABLE12:
+        return TABLE12[key], f"Table {1 if cond == 'uncond' else 2}"
+    if cond == "uncond" and (arm, steps) in TABLE4 and rho in TABLE4_RHOS:
+        return TABLE4[(arm, steps)][TABLE4_RHOS.index(rho)], "Table 4"
+    return None, ""

@@ -1,0 +1,359 @@
+"""EDM training with and without AOT noise pairing (paper-spec §1.2-1.4, §2.2-2.4).
+
+Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.pairing, in a background thread,
+one pool ahead) -> stream the N pairs in micro-batches of ``batch_gpu`` through EDM's loss -> Adam step every
+``batch / processes`` images -> EMA. Resumable state lives in ``run_dir`` (not a Snakemake output, so a rerun
+does not delete it); the rule's outputs are the final EMA network and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from aot import pairing
+from aot.checkpoint import load_checkpoint, save_checkpoint, write_json
+from aot.data import Dataset, to_float
+from aot.loss import edm_loss, sample_sigma
+from aot.networks import make_network, network_ctor
+from aot.precond import EDMPrecond
+
+
+@dataclass
+class TrainSpec:
+    """Everything that defines a training run (the rule passes it as JSON). Units: kimg = 1000 images."""
+
+    pairing: str = "aot"  # aot.pairing method: none (EDM) | aot | aot-sq | immiscible | knn
+    cond: bool = False  # class-conditional model (per-class pairing when pairing != none)
+    arch: str = "ddpmpp"  # aot.networks preset
+    network: dict = field(default_factory=dict)  # overrides of the preset (model_channels, ...)
+    kimg: float = 200.0  # training length
+    batch: int = 512  # global batch per optimizer step
+    batch_gpu: int | None = None  # micro-batch per process; None = batch / processes
+    pool: int = 512  # AOT pool size N per process
+    micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
+    knn_k: int = 8  # knn: candidate noises per image
+    lr: float = 1e-3
+    lr_rampup_kimg: float = 10000.0
+    ema_halflife_kimg: float = 500.0
+    ema_rampup_ratio: float | None = 0.05
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    sigma_data: float = 0.5
+    seed: int = 0
+    tick_kimg: float = 50.0
+    state_kimg: float = 500.0
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainSpec:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown train spec keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def digest(self) -> str:
+        """Names the run directory. Length and logging intervals are left out: the schedules do not depend on
+        them, so a finished run can be extended (more kimg) and resumes where it stopped."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------
+# Small pure pieces.
+
+
+def learning_rate(spec: TrainSpec, cur_nimg: int) -> float:
+    """EDM: linear warm-up over lr_rampup_kimg, then constant."""
+    ramp = spec.lr_rampup_kimg * 1000
+    return spec.lr * (min(cur_nimg / ramp, 1.0) if ramp > 0 else 1.0)
+
+
+def ema_beta(spec: TrainSpec, cur_nimg: int, batch: int) -> float:
+    """EDM: half-life in images, ramped up as min(halflife, ratio * nimg); beta = 0.5^(batch / halflife)."""
+    halflife = spec.ema_halflife_kimg * 1000
+    if spec.ema_rampup_ratio is not None:
+        halflife = min(halflife, cur_nimg * spec.ema_rampup_ratio)
+    return 0.5 ** (batch / max(halflife, 1e-8))
+
+
+class PoolSampler:
+    """Endless shuffled stream of dataset indices, drawn N at a time; its state is two integers.
+
+    Epoch e is the permutation from a generator seeded with (seed, e), restricted to this process's shard
+    (indices rank, rank + world, ...), so the state (epoch, pos) alone restores the stream exactly.
+    """
+
+    def __init__(self, n_items: int, seed: int, rank: int = 0, world: int = 1):
+        self.items = torch.arange(rank, n_items, world)
+        self.seed, self.epoch, self.pos = seed, 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return self.items[torch.randperm(len(self.items), generator=g)]
+
+    def next(self, n: int) -> torch.Tensor:
+        out = []
+        while n > 0:
+            take = min(n, len(self._perm) - self.pos)
+            out.append(self._perm[self.pos : self.pos + take])
+            self.pos += take
+            n -= take
+            if self.pos == len(self._perm):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._permutation()
+        return torch.cat(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+# ----------------------------------------------------------------------------
+# Process group (torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is one process).
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = torch.device(device)
+    if world > 1:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world, dev
+
+
+def log(msg: str, rank: int = 0) -> None:
+    if rank == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------
+# The training loop.
+
+
+def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: int) -> tuple[EDMPrecond, dict]:
+    label_dim = int(ds_meta["num_classes"]) if spec.cond else 0
+    net_kwargs = network_ctor(spec.arch, img_resolution=resolution, in_channels=channels, out_channels=channels,
+                              label_dim=label_dim, **spec.network)
+    ctor = {"network": net_kwargs, "label_dim": label_dim, "sigma_data": spec.sigma_data}
+    return denoiser_from_ctor(ctor), ctor
+
+
+def denoiser_from_ctor(ctor: dict) -> EDMPrecond:
+    from aot.networks import SongUNet
+
+    return EDMPrecond(SongUNet(**ctor["network"]), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
+
+
+def load_denoiser(path: str | Path, device="cpu") -> tuple[EDMPrecond, dict]:
+    """Rebuild a trained denoiser from its checkpoint (EMA weights), in eval mode."""
+    ckpt = load_checkpoint(path, kind="denoiser")
+    net = denoiser_from_ctor(ckpt["ctor"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net.eval().requires_grad_(False).to(device), ckpt
+
+
+def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
+          progress: bool = True, model_name: str = "") -> dict:
+    """Train (or resume) one model; write the EMA network to ``out`` and a summary JSON to ``stats_out``."""
+    rank, world, device = init_distributed(spec.device)
+    per_proc = spec.batch // world
+    batch_gpu = spec.batch_gpu or per_proc
+    rounds = per_proc // batch_gpu
+    if spec.pool % per_proc or per_proc % batch_gpu or spec.batch % world:
+        raise ValueError(f"pool {spec.pool}, batch {spec.batch}, batch_gpu {batch_gpu}, processes {world}: "
+                         "pool must be a multiple of batch/processes, and batch_gpu must divide it")
+    per_class = spec.cond and spec.pairing != "none"
+    run_dir = Path(run_dir) / spec.digest()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "training-state.pt"
+
+    # Model, EMA, optimizer. Parameter init is seeded; ranks start identical.
+    torch.manual_seed(spec.seed)
+    net, ctor = build_denoiser(spec, ds.meta, ds.resolution, ds.channels)
+    net.train().requires_grad_(True).to(device)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=1e-8)
+    ddp = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+
+    # Randomness: one stream per role and per process (paper-spec §1.2: seed * world + rank).
+    proc_seed = spec.seed * world + rank
+    sampler = PoolSampler(len(ds.train_images), spec.seed, rank=rank, world=world)
+    noise_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 1)
+    sigma_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 2)
+    torch.manual_seed(proc_seed + 10_000)  # dropout draws from the global stream
+
+    cur_nimg, history, pool_done = 0, [], False
+    if state_path.exists():
+        s = torch.load(state_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(s["net"])
+        ema.load_state_dict(s["ema"])
+        opt.load_state_dict(s["opt"])
+        cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
+        sampler.restore(s["sampler"])
+        noise_gen.set_state(s["noise_gen"])
+        sigma_gen.set_state(s["sigma_gen"])
+        torch.set_rng_state(s["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in s:
+            torch.cuda.set_rng_state(s["cuda_rng"], device)
+        log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
+
+    images_all = torch.as_tensor(ds.train_images)
+    labels_all = torch.as_tensor(ds.train_labels)
+    shape = tuple(images_all.shape[1:])
+    total_nimg = int(round(spec.kimg * 1000))
+    pair_kwargs = dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu)
+
+    def draw_pool():
+        """Draw the next pool and its noise in the main thread (so the random streams stay ordered)."""
+        before = {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()}
+        idx = sampler.next(spec.pool)
+        y = to_float(images_all[idx]).to(device)
+        labels = labels_all[idx].to(device)
+        noise = torch.randn(pairing.noise_shape(spec.pairing, (spec.pool, *shape), spec.knn_k),
+                            generator=noise_gen, device=device)
+        return before, y, labels, pairer.submit(y, noise, labels if per_class else None)
+
+    def dump_state(before: dict) -> None:
+        if rank != 0:
+            return
+        state = {
+            "net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "cur_nimg": cur_nimg,
+            "history": json.dumps(history), "sampler": before["sampler"], "noise_gen": before["noise_gen"],
+            "sigma_gen": sigma_gen.get_state(), "torch_rng": torch.get_rng_state(), "spec": json.dumps(asdict(spec)),
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        from aot.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(state_path, lambda f: torch.save(state, f))
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=spec.kimg, initial=cur_nimg / 1000, unit="kimg", desc=f"train {spec.pairing}",
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} "
+                   "kimg [{elapsed}<{remaining}, {rate_fmt}]")
+    t_start, tick_start_nimg, tick_losses = time.perf_counter(), cur_nimg, []
+    next_state_nimg = (cur_nimg // int(spec.state_kimg * 1000) + 1) * int(spec.state_kimg * 1000)
+    wait_total, step_time_total = 0.0, 0.0
+
+    with pairing.BackgroundPairer(**pair_kwargs) as pairer:
+        pending = draw_pool() if cur_nimg < total_nimg else None
+        while cur_nimg < total_nimg:
+            # Take the pool paired in the background; prefetch the next one.
+            before, y_pool, labels_pool, fut = pending
+            t0 = time.perf_counter()
+            pair = fut.result()
+            wait = time.perf_counter() - t0
+            wait_total += wait
+            if cur_nimg >= next_state_nimg:
+                dump_state(before)
+                next_state_nimg += int(spec.state_kimg * 1000)
+            pending = draw_pool()
+            history.append(dict(kimg=cur_nimg / 1000, dist_paired=pair.mean_dist_paired,
+                                dist_independent=pair.mean_dist_independent, solve_s=pair.solve_seconds,
+                                cost_s=pair.cost_seconds, wait_s=wait))
+
+            # Stream the pool through optimizer steps of per_proc images (rounds micro-batches each).
+            pool_done = False
+            for step_start in range(0, spec.pool, per_proc):
+                if cur_nimg >= total_nimg:
+                    break
+                t_step = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                for r in range(rounds):
+                    sl = slice(step_start + r * batch_gpu, step_start + (r + 1) * batch_gpu)
+                    y, n = y_pool[sl], pair.noise[sl]
+                    labels = labels_pool[sl] if spec.cond else None
+                    sigma = sample_sigma(len(y), P_mean=spec.P_mean, P_std=spec.P_std, generator=sigma_gen)
+                    sync = r == rounds - 1 or world == 1
+                    ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
+                    with ctx:
+                        loss = edm_loss(ddp, y, n, sigma, labels, sigma_data=spec.sigma_data)
+                        loss.sum().mul(1 / per_proc).backward()
+                    tick_losses.append(loss.detach().mean().item())
+                # Update weights (EDM: lr ramp, NaN/Inf cleanup).
+                lr = learning_rate(spec, cur_nimg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                for p in net.parameters():
+                    if p.grad is not None:
+                        torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+                opt.step()
+                cur_nimg += spec.batch
+                # EMA.
+                beta = ema_beta(spec, cur_nimg, spec.batch)
+                with torch.no_grad():
+                    for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+                        p_ema.copy_(p.detach().lerp(p_ema, beta))
+                step_time_total += time.perf_counter() - t_step
+                if bar is not None:
+                    bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
+                if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
+                    recent = history[-max(1, len(history) // 10):]
+                    line = dict(kimg=round(cur_nimg / 1000, 3), loss=float(np.mean(tick_losses)),
+                                sec=round(time.perf_counter() - t_start, 2),
+                                dist_paired=float(np.mean([h["dist_paired"] for h in recent])),
+                                dist_independent=float(np.mean([h["dist_independent"] for h in recent])),
+                                wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
+                    if rank == 0:
+                        with open(run_dir / "log.jsonl", "a") as f:
+                            f.write(json.dumps(line) + "\n")
+                        msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  pair dist {line['dist_paired']:.3f}"
+                               f" (indep {line['dist_independent']:.3f})  wait {100 * line['wait_frac']:.2f}%")
+                        (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
+                    tick_start_nimg, tick_losses = cur_nimg, []
+            else:
+                pool_done = True
+        if pending is not None:
+            pending[3].result()
+    if bar is not None:
+        bar.close()
+
+    seconds = time.perf_counter() - t_start
+    summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
+    if rank == 0:
+        if pending is not None and pool_done:  # a later, longer run resumes exactly from here
+            dump_state(pending[0])
+        save_checkpoint(out, kind="denoiser", state_dict=ema.state_dict(), ctor=ctor, config=asdict(spec),
+                        extra={"kimg": cur_nimg / 1000, "dataset": ds.meta})
+        write_json(stats_out, summary)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def summarize(history: list[dict], spec: TrainSpec, seconds: float, wait: float, step_time: float,
+              nimg: int) -> dict:
+    paired = float(np.mean([h["dist_paired"] for h in history])) if history else math.nan
+    indep = float(np.mean([h["dist_independent"] for h in history])) if history else math.nan
+    return dict(
+        pairing=spec.pairing, cond=spec.cond, kimg=nimg / 1000, pools=len(history), pool=spec.pool,
+        mean_dist_paired=paired, mean_dist_independent=indep,
+        dist_reduction=(1 - paired / indep) if history else math.nan,
+        solve_seconds_mean=float(np.mean([h["solve_s"] for h in history])) if history else math.nan,
+        wait_fraction=wait / max(step_time + wait, 1e-9), seconds_this_run=seconds,
+        kimg_per_second_this_run=(nimg / 1000) / max(seconds, 1e-9),
+    )

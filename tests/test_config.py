@@ -1,0 +1,56 @@
+"""Config checking: every shipped config is valid; a wrong key or value is one line naming it."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aot.config import ConfigError, check_config, model_names, setting_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
+
+
+def load(name="config.yaml"):
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = check_config(yaml.safe_load(path.read_text()))
+    assert cfg["train"]["pool"] % cfg["train"]["batch"] == 0 or cfg["train"]["gpus"] > 1
+
+
+def test_defaults_are_filled():
+    cfg = check_config(load())
+    assert cfg["train"]["P_mean"] == -1.2 and cfg["sample"]["sigma_max"] == 80
+    assert cfg["arms"]["aot"]["knn_k"] == 8
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda c: c["train"].update(kimgg=1), "train: Additional properties"),
+        (lambda c: c["train"].update(kimg=-1), "train.kimg"),
+        (lambda c: c["arms"]["aot"].update(pairing="ot"), "arms.aot.pairing"),
+        (lambda c: c["sample"]["grid"].append({"rho": 7, "steps": 1}), "sample.grid.4.steps"),
+        (lambda c: c["train"].update(pool=100), "train.pool"),
+        (lambda c: c.update(conditioning=["both"]), "conditioning.0"),
+        (lambda c: c["sample"].update(sigma_min=100.0), "sample.sigma_min"),
+        (lambda c: c["network"]["overrides"].update(channels=3), "network.overrides"),
+        (lambda c: c.pop("train"), "'train' is a required property"),
+    ],
+)
+def test_bad_config_is_one_clear_line(mutate, where):
+    cfg = load()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("config error: ") and where in msg
+
+
+def test_names():
+    cfg = check_config(load())
+    assert model_names(cfg) == ["edm-uncond", "edm-cond", "aot-uncond", "aot-cond"]
+    assert setting_name(7, 18) == "rho7-steps18" and setting_name(7.5, 3) == "rho7.5-steps3"

@@ -1,0 +1,129 @@
+"""Training loop: schedules, the pool sampler, AOT lowering the pair distance, and exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aot.checkpoint import load_checkpoint
+from aot.data import digits_dataset, save_dataset
+from aot.train import PoolSampler, TrainSpec, ema_beta, learning_rate, load_denoiser, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],
+                dropout=0.1)
+
+
+def tiny_spec(**kw):
+    base = dict(pairing="aot", cond=False, network=TINY_NET, kimg=0.256, batch=32, pool=64, lr=2e-3,
+                lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.128, state_kimg=0.128)
+    base.update(kw)
+    return TrainSpec.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_dataset()
+
+
+def test_learning_rate_ramp():
+    spec = TrainSpec(lr=1e-3, lr_rampup_kimg=10)
+    assert learning_rate(spec, 0) == 0
+    assert learning_rate(spec, 5000) == pytest.approx(5e-4)
+    assert learning_rate(spec, 10_000) == learning_rate(spec, 10**9) == pytest.approx(1e-3)
+
+
+def test_ema_beta_matches_edm_formula():
+    spec = TrainSpec(ema_halflife_kimg=500, ema_rampup_ratio=0.05)
+    # Early: half-life = 0.05 * nimg; late: 500k images.
+    assert ema_beta(spec, 100_000, 512) == pytest.approx(0.5 ** (512 / 5000))
+    assert ema_beta(spec, 10**8, 512) == pytest.approx(0.5 ** (512 / 500_000))
+    assert ema_beta(TrainSpec(ema_halflife_kimg=1, ema_rampup_ratio=None), 0, 1000) == pytest.approx(0.5)
+
+
+def test_pool_sampler_epochs_and_restore():
+    s = PoolSampler(10, seed=3)
+    first = torch.cat([s.next(4) for _ in range(5)])  # 20 items = 2 epochs
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    state = s.state()
+    ahead = s.next(7)
+    s2 = PoolSampler(10, seed=3)
+    s2.restore(state)
+    assert torch.equal(s2.next(7), ahead)
+    shard = PoolSampler(10, seed=3, rank=1, world=2).next(5)
+    assert sorted(shard.tolist()) == [1, 3, 5, 7, 9]
+
+
+def test_spec_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown train spec keys"):
+        TrainSpec.from_dict({"kimgg": 1})
+
+
+@pytest.mark.parametrize("cond", [False, True])
+def test_aot_lowers_pair_distance_and_edm_does_not(tmp_path, digits, cond):
+    stats = {}
+    for pairing in ("none", "aot"):
+        spec = tiny_spec(pairing=pairing, cond=cond, kimg=0.128)
+        stats[pairing] = train(spec, digits, run_dir=tmp_path / pairing, out=tmp_path / f"{pairing}.pt",
+                               stats_out=tmp_path / f"{pairing}.json", progress=False)
+    assert stats["none"]["mean_dist_paired"] == stats["none"]["mean_dist_independent"]
+    assert stats["aot"]["mean_dist_paired"] < stats["aot"]["mean_dist_independent"]
+    assert json.loads((tmp_path / "aot.json").read_text())["dist_reduction"] > 0
+    net, ckpt = load_denoiser(tmp_path / "aot.pt")
+    assert ckpt["config"]["pairing"] == "aot" and net.label_dim == (10 if cond else 0)
+
+
+def weights(path):
+    return load_checkpoint(path, kind="denoiser")["state_dict"]
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_extend_training_resumes_exactly(tmp_path, digits):
+    """Train 4 pools in one go vs 2 pools then 'extend to 4': bit-identical EMA weights on CPU."""
+    full = tiny_spec(kimg=0.256)
+    train(full, digits, run_dir=tmp_path / "a", out=tmp_path / "a.pt", stats_out=tmp_path / "a.json", progress=False)
+    half = tiny_spec(kimg=0.128)
+    train(half, digits, run_dir=tmp_path / "b", out=tmp_path / "b1.pt", stats_out=tmp_path / "b1.json",
+          progress=False)
+    train(full, digits, run_dir=tmp_path / "b", out=tmp_path / "b.pt", stats_out=tmp_path / "b.json", progress=False)
+    assert_same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
+    assert json.loads((tmp_path / "b.json").read_text())["kimg"] == pytest.approx(0.256)
+
+
+def test_sigkill_and_restart_is_bit_identical(tmp_path, digits):
+    """A run killed (SIGKILL) after its first state dump and restarted ends with the same weights."""
+    data = tmp_path / "d.npz"
+    save_dataset(data, digits)
+    spec = json.dumps(dict(pairing="aot", cond=True, network=TINY_NET, kimg=1.024, batch=32, pool=64, lr=2e-3,
+                           lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.5, state_kimg=0.128))
+
+    def cmd(name):
+        return [sys.executable, "-m", "aot", "train", "--data", str(data), "--spec", spec, "--run-dir",
+                str(tmp_path / f"run-{name}"), "--out", str(tmp_path / f"{name}.pt"), "--stats",
+                str(tmp_path / f"{name}.json"), "--threads", "1", "--no-progress"]
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd("ref"), check=True, env=env, capture_output=True)
+    p = subprocess.Popen(cmd("killed"), env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((tmp_path / "run-killed").glob("*/training-state.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "killed.pt").exists(), "the run finished before it could be killed"
+    out = subprocess.run(cmd("killed"), check=True, env=env, capture_output=True, text=True)
+    assert "resuming from" in out.stderr
+    assert_same_weights(tmp_path / "ref.pt", tmp_path / "killed.pt")
