@@ -1,0 +1,385 @@
+"""Noise pairing: couple each training image with a nearby noise vector (AOT, paper Sec. 4.2, Eq. 8).
+
+EDM draws images y and noise eps independently. AOT draws a pool of N augmented images y'_i and N
+i.i.d. noises eps_j ~ N(0, I), solves the linear assignment problem
+
+    pi* = argmin_pi sum_i W_{i, pi(i)},    W_ij = ||eps_j - y'_i||_2   (unsquared L2, flattened vectors)
+
+exactly, and trains on the pairs (y'_i, eps'_i) with eps'_i = eps_{pi*(i)} (paper-spec §1.2). The noise set
+is only permuted, so its marginal stays N(0, I). For conditional models the assignment is solved per class
+among the noises at that class's own positions (paper-spec §1.3), so p(eps | label) stays N(0, I) too.
+
+The caller draws the noise with its own generator; everything here is deterministic. Cost matrices are
+built in float32 on the images' device and solved on the CPU by an exact solver from ``SOLVERS``.
+``BackgroundPairer`` runs the pairing of the next pool in a worker thread (paper-spec §1.7).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+import torch
+
+try:  # fast exact Jonker-Volgenant solver (PyPI `lapjv`); it releases the GIL while solving
+    import lapjv as _lapjv
+except ImportError:  # pragma: no cover - exercised only where lapjv is missing
+    _lapjv = None
+
+METHODS: tuple[str, ...] = ("none", "aot", "aot-sq", "immiscible", "knn")
+
+Solver = Callable[[np.ndarray], np.ndarray]
+
+# ----------------------------------------------------------------------------
+# Exact linear-assignment solvers: square cost W (n, n) -> col (n,) int64, row i takes column col[i].
+
+
+def solve_scipy(W: np.ndarray) -> np.ndarray:
+    """Exact LSA with ``scipy.optimize.linear_sum_assignment`` in float64 (the AOT code's solver)."""
+    if W.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    rows, col = scipy.optimize.linear_sum_assignment(np.asarray(W, dtype=np.float64))
+    return col.astype(np.int64)  # square problem: rows == arange(n)
+
+
+def solve_lapjv(W: np.ndarray) -> np.ndarray:
+    """Exact LSA with PyPI ``lapjv`` (AVX2 Jonker-Volgenant) on float32 input; releases the GIL.
+
+    Each row's mean is subtracted first. That shifts every assignment's total by the same constant, so the
+    optimum is unchanged (the float32 subtraction is exact while a row's entries lie within a factor 2 of
+    its mean, as distances between 3072-dim images and noise do), and it gives JV's initial column
+    reduction better starting duals when rows (images) differ in norm. Measured on one Xeon core:
+    1.45-1.75x faster on digits at N = 512-4096, 1.1-1.5x on Gaussian data (row minima: 1.2-1.4x).
+    """
+    n = W.shape[0]
+    if n <= 1:  # lapjv rejects 0x0 and returns sentinel duals for 1x1
+        return np.zeros(n, dtype=np.int64)
+    W = np.asarray(W, dtype=np.float32)
+    col = _lapjv.lapjv(np.ascontiguousarray(W - W.mean(axis=1, keepdims=True, dtype=np.float32)))[0]
+    return col.astype(np.int64)
+
+
+SOLVERS: dict[str, Solver] = {"scipy": solve_scipy}
+if _lapjv is not None:
+    SOLVERS["lapjv"] = solve_lapjv
+
+# Fastest first; "auto" picks the first one installed (measured in bench/pairing.py).
+_SOLVER_PREFERENCE: tuple[str, ...] = ("lapjv", "scipy")
+
+
+def resolve_solver(solver: str) -> Solver:
+    """Map a solver name (a key of ``SOLVERS`` or ``"auto"``) to its function."""
+    if solver == "auto":
+        solver = next(name for name in _SOLVER_PREFERENCE if name in SOLVERS)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is unknown; valid choices: {', '.join(['auto', *SOLVERS])}")
+    return SOLVERS[solver]
+
+
+def _solve(solve: Solver, W: np.ndarray) -> np.ndarray:
+    """Run ``solve`` on W and check that it returned a permutation (guards solver bugs on odd input)."""
+    col = solve(W)
+    n = W.shape[0]
+    if col.shape != (n,) or not np.array_equal(np.sort(col), np.arange(n)):
+        raise RuntimeError(f"assignment solver returned an invalid permutation for a {n}x{n} cost matrix")
+    return col
+
+
+# ----------------------------------------------------------------------------
+# Cost matrices and index groups.
+
+
+def cost_matrix(y: torch.Tensor, eps: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    """Pairwise cost W_ij = ||eps_j - y_i||_2 (paper Eq. 8), or its square, in float32.
+
+    Parameters
+    ----------
+    y : Tensor, shape (N, *dims)
+        Images (rows of W).
+    eps : Tensor, shape (M, *dims)
+        Noises (columns of W), on the same device as ``y``.
+    squared : bool
+        Return ||eps_j - y_i||_2^2 instead.
+
+    Returns
+    -------
+    W : Tensor, shape (N, M), float32, on ``y``'s device.
+    """
+    y = y.flatten(1).float()  # (N, D)
+    eps = eps.flatten(1).float()  # (M, D)
+    # ||y_i||^2 + ||eps_j||^2 - 2 y_i . eps_j, clamped against cancellation below zero.
+    W = torch.addmm(y.square().sum(1, keepdim=True), y, eps.T, alpha=-2)
+    W.add_(eps.square().sum(1)).clamp_(min=0)
+    return W if squared else W.sqrt_()
+
+
+def assignment_groups(
+    n: int, labels: torch.Tensor | None = None, micro_batch: int | None = None
+) -> list[torch.Tensor]:
+    """Index sets that are assigned independently: the pool, its classes, its micro-batches, or both.
+
+    Parameters
+    ----------
+    n : int
+        Pool size N.
+    labels : Tensor, shape (N,), int, optional
+        Class indices; each class forms its own group (paper-spec §1.3). Absent classes give no group.
+    micro_batch : int, optional
+        Split the pool into consecutive chunks of this size (the last one may be shorter).
+
+    Returns
+    -------
+    groups : list of Tensor, each shape (n_g,), int64 on the CPU, ascending; together a partition of range(N).
+    """
+    step = n if micro_batch is None else micro_batch
+    groups = []
+    for start in range(0, n, step):
+        chunk = torch.arange(start, min(start + step, n))
+        if labels is None:
+            groups.append(chunk)
+            continue
+        chunk_labels = labels[start : start + step].cpu()
+        order = torch.argsort(chunk_labels, stable=True)  # ascending positions within each class
+        counts = torch.unique_consecutive(chunk_labels[order], return_counts=True)[1]
+        groups.extend(chunk[idx] for idx in torch.split(order, counts.tolist()))
+    return groups
+
+
+# ----------------------------------------------------------------------------
+# Public API.
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Result of ``pair_noise``; tensors live on the noise's device."""
+
+    noise: torch.Tensor  # (N, C, H, W): noise[i] is the noise paired with images[i]
+    perm: torch.Tensor | None  # (N,) int64, noise == drawn[perm] for permutation methods; None for knn
+    mean_dist_paired: float  # mean_i ||images[i] - noise[i]||_2 over flattened vectors
+    mean_dist_independent: float  # mean_i ||images[i] - drawn[i]||_2 (EDM's independent pairing)
+    cost_seconds: float  # time building cost matrices (including the copy to the CPU)
+    solve_seconds: float  # time in the assignment solver(s)
+
+
+def noise_shape(method: str, images_shape: tuple[int, ...], knn_k: int = 8) -> tuple[int, ...]:
+    """Shape of the i.i.d. N(0, I) noise the caller must draw: ``images_shape``, or (knn_k, *images_shape)."""
+    _check_method(method)
+    if method != "knn":
+        return tuple(images_shape)
+    if knn_k < 1:
+        raise ValueError(f"knn_k must be >= 1, got {knn_k}")
+    return (knn_k, *images_shape)
+
+
+def pair_noise(
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    method: str = "aot",
+    per_class: bool = False,
+    micro_batch: int | None = None,
+    solver: str = "auto",
+) -> Pairing:
+    """Pair a pool of images with pre-drawn Gaussian noise (AOT, paper Eq. 8 and Alg. 1-2).
+
+    Parameters
+    ----------
+    images : Tensor, shape (N, C, H, W)
+        Augmented training images in [-1, 1].
+    noise : Tensor, shape noise_shape(method, images.shape, knn_k)
+        I.i.d. N(0, I) draws, on the images' device: (N, C, H, W), or (knn_k, N, C, H, W) for ``"knn"``.
+    labels : Tensor, shape (N,), int64, optional
+        Class indices; required when ``per_class``.
+    method : str
+        ``"none"``: identity (EDM). ``"aot"``: exact assignment on unsquared L2 (the paper).
+        ``"aot-sq"``: exact assignment on squared L2 (minibatch OT-CFM's cost).
+        ``"immiscible"``: exact assignment (unsquared L2) within consecutive micro-batches of size
+        ``micro_batch`` only (Immiscible Diffusion). ``"knn"``: image i takes the nearest of its own
+        candidates noise[:, i] (Improved Immiscible Diffusion). knn is *not* a permutation: the
+        selected noise is biased toward its image, so the noise marginal is only approximately N(0, I).
+    per_class : bool
+        Solve one assignment per class among the noises at that class's positions (paper-spec §1.3).
+        Has no effect for ``"none"`` and ``"knn"``, whose candidates are already private to each image.
+    micro_batch : int, optional
+        Chunk size for ``"immiscible"`` (required there, ignored otherwise).
+    solver : str
+        A key of ``SOLVERS`` or ``"auto"`` (the fastest exact solver installed).
+
+    Returns
+    -------
+    Pairing
+    """
+    _check_method(method)
+    solve = resolve_solver(solver)
+    _check_inputs(images, noise, labels, method, per_class, micro_batch)
+    if method == "none":
+        return _pair_identity(images, noise)
+    if method == "knn":
+        return _pair_knn(images, noise)
+    groups = assignment_groups(
+        images.shape[0],
+        labels if per_class else None,
+        micro_batch if method == "immiscible" else None,
+    )
+    return _pair_by_assignment(images, noise, groups, squared=(method == "aot-sq"), solve=solve)
+
+
+class BackgroundPairer:
+    """Runs pair_noise in one worker thread so the next pool's assignment overlaps training (paper-spec §1.7).
+
+    Results come back in submission order. The exact solvers release the GIL, so the main thread keeps
+    training while the worker solves. On a GPU the worker issues the cost-matrix kernels on its current
+    stream (the default stream), so they run after whatever the caller queued before ``submit``.
+    Do not modify ``images``, ``noise`` or ``labels`` in place until their future is done.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "aot",
+        per_class: bool = False,
+        micro_batch: int | None = None,
+        solver: str = "auto",
+    ) -> None:
+        _check_method(method)
+        resolve_solver(solver)
+        _check_micro_batch(method, micro_batch)
+        self.pair_kwargs = dict(method=method, per_class=per_class, micro_batch=micro_batch, solver=solver)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="aot-pairing"
+        )
+
+    def submit(
+        self, images: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> concurrent.futures.Future[Pairing]:
+        """Queue one pool; the future's result is ``pair_noise(images, noise, labels, **pair_kwargs)``."""
+        return self._executor.submit(pair_noise, images, noise, labels, **self.pair_kwargs)
+
+    def close(self) -> None:
+        """Finish the queued pools and stop the worker."""
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> BackgroundPairer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------
+# Pairing methods.
+
+
+def _pair_identity(y: torch.Tensor, eps: torch.Tensor) -> Pairing:
+    """EDM's independent pairing: eps'_i = eps_i."""
+    t0 = time.perf_counter()
+    d = torch.linalg.vector_norm((y - eps).flatten(1).float(), dim=1).mean().item()
+    perm = torch.arange(y.shape[0], device=eps.device)
+    return Pairing(eps, perm, d, d, time.perf_counter() - t0, 0.0)
+
+
+def _pair_knn(y: torch.Tensor, eps_k: torch.Tensor) -> Pairing:
+    """Nearest of k private candidates: eps'_i = eps_k[j*(i), i], j*(i) = argmin_j ||eps_k[j, i] - y_i||."""
+    t0 = time.perf_counter()
+    # d[j, i] = ||eps_k[j, i] - y_i||, one candidate row at a time to keep memory at one (N, D) temporary.
+    d = torch.stack([torch.linalg.vector_norm((e - y).flatten(1).float(), dim=1) for e in eps_k])  # (k, N)
+    j = d.argmin(0)  # (N,), first candidate on ties
+    i = torch.arange(y.shape[0], device=eps_k.device)
+    noise = eps_k[j.to(eps_k.device), i]
+    mean_paired, mean_independent = d[j, i.to(d.device)].mean().item(), d[0].mean().item()
+    return Pairing(noise, None, mean_paired, mean_independent, time.perf_counter() - t0, 0.0)
+
+
+def _pair_by_assignment(
+    y: torch.Tensor, eps: torch.Tensor, groups: list[torch.Tensor], squared: bool, solve: Solver
+) -> Pairing:
+    """Exact assignment within each index group; perm[idx_g] = idx_g[col_g]."""
+    n = y.shape[0]
+    # Cost matrices: queue every group's kernels on the device, then copy them to the CPU.
+    t0 = time.perf_counter()
+    whole = len(groups) == 1
+    Ws = [cost_matrix(y, eps, squared) if whole else _group_cost(y, eps, idx, squared) for idx in groups]
+    if not torch.stack([torch.isfinite(W).all() for W in Ws]).all():  # checked on the device, one sync
+        raise ValueError("images or noise contain non-finite values")
+    Ws = [W.cpu().numpy() for W in Ws]
+    t1 = time.perf_counter()
+
+    # Exact assignment per group.
+    cols = [_solve(solve, W) for W in Ws]
+    t2 = time.perf_counter()
+
+    # Assemble the permutation and the paired / independent distances from the same cost entries.
+    perm = np.empty(n, dtype=np.int64)
+    d_paired = np.empty(n, dtype=np.float64)
+    d_independent = np.empty(n, dtype=np.float64)
+    for idx, W, col in zip(groups, Ws, cols, strict=True):
+        idx = idx.numpy()
+        perm[idx] = idx[col]
+        d_paired[idx] = W[np.arange(len(idx)), col]
+        d_independent[idx] = np.diagonal(W)
+    if squared:
+        d_paired, d_independent = np.sqrt(d_paired), np.sqrt(d_independent)
+    perm = torch.from_numpy(perm).to(eps.device)
+    return Pairing(eps[perm], perm, float(d_paired.mean()), float(d_independent.mean()), t1 - t0, t2 - t1)
+
+
+def _group_cost(y: torch.Tensor, eps: torch.Tensor, idx: torch.Tensor, squared: bool) -> torch.Tensor:
+    """Cost among the images and noises at positions idx (the same positions for both)."""
+    idx = idx.to(y.device)
+    return cost_matrix(y[idx], eps[idx], squared)
+
+
+# ----------------------------------------------------------------------------
+# Argument checks: unknown names and bad shapes raise ValueError naming the argument.
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; valid choices: {', '.join(METHODS)}")
+
+
+def _check_micro_batch(method: str, micro_batch: int | None) -> None:
+    if method == "immiscible" and micro_batch is None:
+        raise ValueError("micro_batch is required for method='immiscible'")
+    if micro_batch is not None and (
+        isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1
+    ):
+        raise ValueError(f"micro_batch must be a positive int, got {micro_batch!r}")
+
+
+def _check_inputs(
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    labels: torch.Tensor | None,
+    method: str,
+    per_class: bool,
+    micro_batch: int | None,
+) -> None:
+    _check_micro_batch(method, micro_batch)
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+    if not images.is_floating_point() or not noise.is_floating_point():
+        raise ValueError(f"images and noise must be floating point, got {images.dtype} and {noise.dtype}")
+    if method == "knn":
+        ok = noise.ndim == images.ndim + 1 and noise.shape[0] >= 1 and noise.shape[1:] == images.shape
+        expected = f"(knn_k, {', '.join(map(str, images.shape))})"
+    else:
+        ok = noise.shape == images.shape
+        expected = str(tuple(images.shape))
+    if not ok:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}; method={method!r} expects {expected}")
+    if noise.device != images.device:
+        raise ValueError(f"noise is on {noise.device} but images are on {images.device}")
+    if per_class and labels is None:
+        raise ValueError("per_class=True requires labels")
+    if labels is not None:
+        if labels.shape != images.shape[:1] or labels.is_floating_point() or labels.is_complex():
+            raise ValueError(
+                f"labels must be integer class indices of shape ({images.shape[0]},), "
+                f"got {labels.dtype} of shape {tuple(labels.shape)}"
+            )
