@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from aot import pairing
-from aot.checkpoint import load_checkpoint, save_checkpoint, write_json
+from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
 from aot.networks import make_network, network_ctor
@@ -204,18 +204,23 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     torch.manual_seed(proc_seed + 10_000)  # dropout draws from the global stream
 
     cur_nimg, history, pool_done = 0, [], False
+    streams_path = state_path if rank == 0 else run_dir / f"streams-rank{rank}.pt"
     if state_path.exists():
         s = torch.load(state_path, map_location="cpu", weights_only=True)
         net.load_state_dict(s["net"])
         ema.load_state_dict(s["ema"])
         opt.load_state_dict(s["opt"])
         cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
-        sampler.restore(s["sampler"])
-        noise_gen.set_state(s["noise_gen"])
-        sigma_gen.set_state(s["sigma_gen"])
-        torch.set_rng_state(s["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in s:
-            torch.cuda.set_rng_state(s["cuda_rng"], device)
+        r = s if rank == 0 else torch.load(streams_path, map_location="cpu", weights_only=True)
+        if int(r["cur_nimg"]) != cur_nimg:
+            raise ValueError(f"{streams_path} is at {r['cur_nimg']} images but {state_path} at {cur_nimg}; "
+                             f"the run dir {run_dir} is inconsistent: delete it to restart")
+        sampler.restore(r["sampler"])
+        noise_gen.set_state(r["noise_gen"])
+        sigma_gen.set_state(r["sigma_gen"])
+        torch.set_rng_state(r["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in r:
+            torch.cuda.set_rng_state(r["cuda_rng"], device)
         log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
 
     images_all = torch.as_tensor(ds.train_images)
@@ -235,18 +240,20 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
         return before, y, labels, pairer.submit(y, noise, labels if per_class else None)
 
     def dump_state(before: dict) -> None:
-        if rank != 0:
-            return
-        state = {
-            "net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "cur_nimg": cur_nimg,
-            "history": json.dumps(history), "sampler": before["sampler"], "noise_gen": before["noise_gen"],
-            "sigma_gen": sigma_gen.get_state(), "torch_rng": torch.get_rng_state(), "spec": json.dumps(asdict(spec)),
-        }
+        """Every process saves its own random streams; process 0 also the weights, written last, so a
+        training-state.pt at N images implies every streams file is at N images too."""
+        state = {"cur_nimg": cur_nimg, "sampler": before["sampler"], "noise_gen": before["noise_gen"],
+                 "sigma_gen": sigma_gen.get_state(), "torch_rng": torch.get_rng_state()}
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        from aot.checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(state_path, lambda f: torch.save(state, f))
+        if rank != 0:
+            atomic_write_bytes(streams_path, lambda f: torch.save(state, f))
+        if world > 1:
+            torch.distributed.barrier()
+        if rank == 0:
+            state.update(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                         history=json.dumps(history), spec=json.dumps(asdict(spec)))
+            atomic_write_bytes(state_path, lambda f: torch.save(state, f))
 
     bar = None
     if progress and rank == 0:
@@ -256,6 +263,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} "
                    "kimg [{elapsed}<{remaining}, {rate_fmt}]")
     t_start, tick_start_nimg, tick_losses = time.perf_counter(), cur_nimg, []
+    tick_start_time = t_start
     next_state_nimg = (cur_nimg // int(spec.state_kimg * 1000) + 1) * int(spec.state_kimg * 1000)
     wait_total, step_time_total = 0.0, 0.0
 
@@ -313,18 +321,22 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
                 if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
                     recent = history[-max(1, len(history) // 10):]
+                    now = time.perf_counter()
                     line = dict(kimg=round(cur_nimg / 1000, 3), loss=float(np.mean(tick_losses)),
-                                sec=round(time.perf_counter() - t_start, 2),
+                                sec=round(now - t_start, 2),
+                                kimg_per_s=(cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9),
                                 dist_paired=float(np.mean([h["dist_paired"] for h in recent])),
                                 dist_independent=float(np.mean([h["dist_independent"] for h in recent])),
+                                solve_ms=1000 * float(np.mean([h["solve_s"] for h in recent])),
                                 wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
                     if rank == 0:
                         with open(run_dir / "log.jsonl", "a") as f:
                             f.write(json.dumps(line) + "\n")
-                        msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  pair dist {line['dist_paired']:.3f}"
-                               f" (indep {line['dist_independent']:.3f})  wait {100 * line['wait_frac']:.2f}%")
+                        msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  {line['kimg_per_s']:.3f} kimg/s  "
+                               f"pair dist {line['dist_paired']:.3f} (indep {line['dist_independent']:.3f})  "
+                               f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
                         (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
-                    tick_start_nimg, tick_losses = cur_nimg, []
+                    tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
             else:
                 pool_done = True
         if pending is not None:
@@ -334,9 +346,9 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
 
     seconds = time.perf_counter() - t_start
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
+    if pending is not None and pool_done:  # a later, longer run resumes exactly from here
+        dump_state(pending[0])
     if rank == 0:
-        if pending is not None and pool_done:  # a later, longer run resumes exactly from here
-            dump_state(pending[0])
         save_checkpoint(out, kind="denoiser", state_dict=ema.state_dict(), ctor=ctor, config=asdict(spec),
                         extra={"kimg": cur_nimg / 1000, "dataset": ds.meta})
         write_json(stats_out, summary)
