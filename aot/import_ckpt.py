@@ -1,0 +1,404 @@
+"""Import EDM's published networks and the EDM-AOT authors' models (``.pkl``) as data (paper-spec 3.7).
+
+Those files are plain ``pickle.dump(dict(ema=..., loss_fn=..., augment_pipe=..., dataset_kwargs=...))`` of
+objects made with EDM's ``torch_utils/persistence.py``: every ``@persistent_class`` object is pickled as a
+call ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with ``meta = dict(type='class',
+version=6, module_src=<source of its whole module>, class_name=<bare class name>, state=<its __dict__>)``,
+and unpickling it normally *executes* ``module_src``. Here nothing from the file runs: a restricted unpickler
+resolves only the names in :data:`ALLOWED_GLOBALS`, each to a small data-only reconstructor of ours (nothing
+named in the file is imported), and the persistent-object hook returns the meta dict unchanged (``module_src``
+is kept as an inert string and never executed). Any other global raises :class:`UnsafePickleError`.
+
+The ``ema`` network's state is then walked like ``torch.nn.Module.state_dict`` (``_parameters``, persistent
+``_buffers``, ``_modules``) and loaded into our ``EDMPrecond(SongUNet)`` with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import io
+import math
+import pickle
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aot.checkpoint import save_checkpoint
+from aot.networks import ARCH_PRESETS, SongUNet, count_parameters
+from aot.precond import EDMPrecond
+
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """The file names a global outside the allow-list; nothing from it was executed."""
+
+
+class CheckpointFormatError(ValueError):
+    """The file is not a readable EDM network pickle (truncated, corrupt, or an unexpected structure)."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inert stand-ins for the objects an EDM pickle holds.
+
+
+class PersistentMeta(dict):
+    """Meta dict of one EDM persistent object: type, version, module_src (never run), class_name, state."""
+
+    @property
+    def class_name(self) -> str:
+        return str(self["class_name"]).rsplit(".", 1)[-1]
+
+    @property
+    def state(self) -> dict:
+        return self["state"]
+
+
+class TorchModuleState:
+    """A plain (non-persistent) torch container module such as ``nn.ModuleDict``: its class name and state."""
+
+    torch_class = "torch.nn.Module"
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise CheckpointFormatError(f"{self.torch_class}: state is a {type(state).__name__}, not a dict")
+        self.state = state
+
+
+class EasyDict(dict):
+    """Stand-in for ``dnnlib.util.EasyDict`` (a dict with attribute access); here just a dict."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.update(state)
+
+
+_TORCH_CONTAINERS = {
+    name: type(name, (TorchModuleState,), {"torch_class": f"torch.nn.{name}"})
+    for name in ("ModuleDict", "ModuleList", "Sequential")
+}
+
+
+def _refuse(what: str, source: str) -> UnsafePickleError:
+    return UnsafePickleError(f"refusing to load {what} from {source}: checkpoints are read as data only")
+
+
+def _reconstructors(source: str) -> dict[tuple[str, str], Callable]:
+    """Data-only stand-ins for every global an EDM pickle may name; ``source`` names the file in messages."""
+
+    def reconstruct_persistent_obj(meta: Any) -> PersistentMeta:
+        # EDM's version imports meta['module_src'] with exec(); we only check and keep the data.
+        if (not isinstance(meta, dict) or meta.get("type") != "class"
+                or not isinstance(meta.get("class_name"), str)):
+            raise CheckpointFormatError(f"{source}: malformed persistent-object record")
+        state = meta.get("state")
+        meta = PersistentMeta(meta)
+        meta["state"] = {} if state is None else state
+        if not isinstance(meta["state"], dict):
+            raise CheckpointFormatError(f"{source}: persistent {meta.class_name} has a non-dict state")
+        return meta
+
+    def load_from_bytes(b: Any) -> Any:
+        # torch.storage._load_from_bytes runs torch.load(weights_only=False) on the nested legacy
+        # torch.save blob of one storage; ours is weights_only, so the nested file is data-only too.
+        if not isinstance(b, bytes | bytearray):
+            raise CheckpointFormatError(f"{source}: tensor storage is not bytes")
+        try:
+            storage = torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise _refuse(f"a nested tensor storage that is not plain data ({e})", source) from None
+        if not isinstance(storage, torch.storage.TypedStorage | torch.UntypedStorage):
+            raise CheckpointFormatError(f"{source}: nested tensor payload is a {type(storage).__name__}, "
+                                        "not a storage")
+        return storage
+
+    def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                          metadata=None) -> torch.Tensor:
+        if not isinstance(storage, torch.storage.TypedStorage):
+            raise CheckpointFormatError(f"{source}: tensor without a typed storage")
+        ints = (storage_offset, *size, *stride)
+        if not all(isinstance(v, int) for v in ints) or len(size) != len(stride):
+            raise CheckpointFormatError(f"{source}: malformed tensor geometry")
+        # Hooks and metadata are dropped: we want the numbers only. set_() bounds-checks against the storage.
+        return torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+    def rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None) -> torch.Tensor:
+        if not isinstance(data, torch.Tensor):
+            raise CheckpointFormatError(f"{source}: parameter without tensor data")
+        return data  # a plain tensor: _parameters vs _buffers already says what it is
+
+    def codecs_encode(obj, encoding="utf-8", errors="strict") -> bytes:
+        # Protocol <= 2 pickles write bytes as _codecs.encode(str, 'latin1'); nothing else is needed.
+        if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+            raise _refuse(f"_codecs.encode(..., {encoding!r})", source)
+        return obj.encode("latin1")
+
+    def numpy_dtype(spec, align=False, copy=False) -> np.dtype:
+        # copy=True always: the BUILD that follows must not mutate numpy's shared dtype singletons.
+        dtype = np.dtype(spec, False, True) if isinstance(spec, str) else None
+        if dtype is None or dtype.kind not in "biufc":
+            raise _refuse(f"numpy.dtype({spec!r})", source)
+        return dtype
+
+    def numpy_scalar(dtype, data=None) -> int | float | complex | bool:
+        # EDM keeps np.sqrt(0.5)-style numpy floats in UNetBlock attributes and init kwargs.
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc" or not isinstance(data, bytes):
+            raise _refuse("a numpy scalar that is not a plain number", source)
+        if len(data) != dtype.itemsize:
+            raise CheckpointFormatError(f"{source}: numpy scalar of {len(data)} bytes for dtype {dtype}")
+        return np.frombuffer(data, dtype=dtype)[0].item()
+
+    table: dict[tuple[str, str], Callable] = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): reconstruct_persistent_obj,
+        ("torch.storage", "_load_from_bytes"): load_from_bytes,
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
+        ("collections", "OrderedDict"): OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("__builtin__", "set"): set,  # protocol <= 2 spells builtins this way
+        ("__builtin__", "frozenset"): frozenset,
+        ("_codecs", "encode"): codecs_encode,
+        ("numpy", "dtype"): numpy_dtype,
+        ("numpy.core.multiarray", "scalar"): numpy_scalar,  # numpy 1.x name
+        ("numpy._core.multiarray", "scalar"): numpy_scalar,  # numpy 2.x name
+        ("dnnlib.util", "EasyDict"): EasyDict,
+    }
+    for name, cls in _TORCH_CONTAINERS.items():
+        table["torch.nn.modules.container", name] = cls
+    return table
+
+
+#: The only (module, name) pairs an EDM pickle may name; each resolves to a reconstructor defined here.
+ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(f"{m}.{n}" for m, n in _reconstructors("")))
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose globals come only from :func:`_reconstructors`; no import ever happens."""
+
+    def __init__(self, file, source: str):
+        super().__init__(file)
+        self._source = source
+        self._table = _reconstructors(source)
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._table[module, name]
+        except (KeyError, TypeError):
+            raise _refuse(f"{module}.{name}", self._source) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _refuse(f"persistent id {pid!r}", self._source)
+
+
+def load_edm_pickle(path: str | Path) -> Any:
+    """Unpickle ``path`` as inert data: persistent objects become :class:`PersistentMeta`, tensors tensors."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise CheckpointFormatError(f"{path} is a torch.save zip archive, not an EDM pickle; read it "
+                                        "with load_checkpoint or torch.load(weights_only=True)")
+        f.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated")
+                return _RestrictedUnpickler(f, str(path)).load()
+        except (UnsafePickleError, CheckpointFormatError):
+            raise
+        except Exception as e:  # bad input raises many types (EOFError, KeyError, struct.error, ...)
+            raise CheckpointFormatError(f"{path}: not a readable EDM pickle (truncated or corrupt?): "
+                                        f"{type(e).__name__}: {e}") from e
+
+
+# ------------------------------------------------------------------------------------------------------------
+# From the inert tree to a state_dict and constructor arguments.
+
+
+def _module_state(obj: Any, where: str) -> dict:
+    state = obj.state if isinstance(obj, PersistentMeta | TorchModuleState) else None
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict)
+                                              for k in ("_parameters", "_buffers", "_modules")):
+        raise CheckpointFormatError(f"{where} is not a pickled torch.nn.Module")
+    return state
+
+
+def module_state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """What ``state_dict()`` of the pickled module would return: parameters, persistent buffers, children."""
+    out: dict[str, torch.Tensor] = {}
+    state = _module_state(obj, prefix.rstrip(".") or "the network")
+    skip = state.get("_non_persistent_buffers_set") or set()
+    named = [*state["_parameters"].items(), *((k, v) for k, v in state["_buffers"].items() if k not in skip)]
+    for name, tensor in named:
+        if tensor is None:  # e.g. EDM's Conv2d registers resample_filter=None when not resampling
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointFormatError(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor")
+        out[prefix + name] = tensor.detach()
+    for name, child in state["_modules"].items():
+        if child is not None:
+            out.update(module_state_dict(child, f"{prefix}{name}."))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """Recorded kwargs -> JSON-safe data (numbers, strings, lists, dicts; non-finite floats as strings)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set | frozenset):
+        return [_plain(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return repr(v)
+
+
+# EDM training/networks.py EDMPrecond.__init__ positional order (for kwargs recorded as positional args).
+_EDM_PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max",
+                     "sigma_data", "model_type")
+_SONGUNET_ARGS = tuple(p for p in inspect.signature(SongUNet.__init__).parameters if p != "self")
+
+
+def _recorded_kwargs(meta: PersistentMeta, arg_names: tuple[str, ...]) -> dict | None:
+    """Constructor kwargs EDM's persistence recorded (``_init_args``, ``_init_kwargs``); None if not kept."""
+    args, kwargs = meta.state.get("_init_args"), meta.state.get("_init_kwargs")
+    if kwargs is None and not args:
+        return None
+    if len(args or ()) > len(arg_names):
+        raise CheckpointFormatError(f"{meta.class_name}: {len(args)} positional constructor args recorded")
+    return {**dict(zip(arg_names[: len(args or ())], args or (), strict=True)), **(kwargs or {})}
+
+
+def read_edm_pickle(path: str | Path, *, key: str = "ema") -> dict:
+    """Read network ``key`` of an EDM training pickle as data.
+
+    Returns a dict with ``state_dict`` ({name: Tensor}, EDMPrecond keys ``model.*``), ``init_kwargs`` (the
+    precond's constructor kwargs as recorded, with its attributes img_resolution, img_channels, label_dim,
+    use_fp16, sigma_min, sigma_max, sigma_data and model_type filled in where not recorded), ``class_name``,
+    ``model_class_name``, ``model_init_kwargs`` (the backbone's recorded kwargs, or None) and
+    ``persistence_version``.
+    """
+    top = load_edm_pickle(path)
+    if not isinstance(top, dict) or key not in top:
+        keys = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
+        raise CheckpointFormatError(f"{path}: no network {key!r} (found {keys})")
+    net = top[key]
+    if not isinstance(net, PersistentMeta):
+        raise CheckpointFormatError(f"{path}: {key!r} is not an EDM persistent network")
+    state_dict = module_state_dict(net)
+    model = _module_state(net, f"{path}:{key}")["_modules"].get("model")
+    model_class = model.class_name if isinstance(model, PersistentMeta) else None
+    init_kwargs = _recorded_kwargs(net, _EDM_PRECOND_ARGS) or {}
+    attrs = {k: net.state[k] for k in _EDM_PRECOND_ARGS if k in net.state}
+    init_kwargs = {**attrs, **({"model_type": model_class} if model_class else {}), **init_kwargs}
+    model_kwargs = _recorded_kwargs(model, _SONGUNET_ARGS) if model_class else None
+    return dict(state_dict=state_dict, init_kwargs=init_kwargs, class_name=net.class_name,
+                model_class_name=model_class, model_init_kwargs=model_kwargs,
+                persistence_version=net.get("version"))
+
+
+def songunet_kwargs(info: dict) -> dict:
+    """Map what :func:`read_edm_pickle` found onto the full, JSON-safe kwargs of our SongUNet."""
+    if info["class_name"] != "EDMPrecond":
+        raise ValueError(f"only EDMPrecond networks can be imported (found {info['class_name']}): "
+                         "VP/VE/iDDPM preconditioning differs from aot.precond.EDMPrecond")
+    if info["model_class_name"] != "SongUNet":
+        raise ValueError(f"only SongUNet backbones (DDPM++/NCSN++) are implemented, found "
+                         f"{info['model_class_name']}")
+    pre = info["init_kwargs"]
+    if info["model_init_kwargs"] is not None:
+        kw = dict(info["model_init_kwargs"])
+    else:  # EDMPrecond passes its interface args and **model_kwargs straight to the backbone
+        kw = {k: v for k, v in pre.items() if k not in _EDM_PRECOND_ARGS}
+        kw.update(in_channels=pre.get("img_channels"), out_channels=pre.get("img_channels"),
+                  img_resolution=pre.get("img_resolution"), label_dim=pre.get("label_dim", 0))
+    unknown = sorted(set(kw) - set(_SONGUNET_ARGS))
+    if unknown:
+        raise ValueError(f"SongUNet kwargs {unknown} in the pickle are unknown to aot.networks.SongUNet")
+    missing = [k for k in ("img_resolution", "in_channels", "out_channels") if kw.get(k) is None]
+    if missing:
+        raise ValueError(f"the pickle records no {missing} for the backbone")
+    # Unrecorded kwargs take SongUNet's defaults, which are EDM's (tests/test_networks.py).
+    defaults = {k: p.default for k, p in inspect.signature(SongUNet.__init__).parameters.items()
+                if k in _SONGUNET_ARGS and p.default is not inspect.Parameter.empty}
+    return _plain({**defaults, **kw})
+
+
+def guess_arch(network: dict) -> str:
+    """'ddpmpp' or 'ncsnpp' when the flavour kwargs (embedding, encoder, decoder, filter) match a preset."""
+    flavour = ("embedding_type", "channel_mult_noise", "encoder_type", "decoder_type", "resample_filter")
+    for name, preset in ARCH_PRESETS.items():
+        if all(network.get(k) == preset[k] for k in flavour):
+            return name
+    return "custom"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_edm_checkpoint(src: str | Path, out: str | Path, *, key: str = "ema",
+                          config: dict | None = None) -> dict:
+    """Convert network ``key`` of EDM pickle ``src`` into our denoiser checkpoint ``out``; return a summary.
+
+    ``config`` entries (e.g. ``{"pairing": "ot"}`` for EDM-AOT models) override the recorded provenance
+    config, which downstream code reads as the model's training config.
+    """
+    src = Path(src)
+    info = read_edm_pickle(src, key=key)
+    network = songunet_kwargs(info)
+    pre = info["init_kwargs"]
+    label_dim = int(pre.get("label_dim", network["label_dim"]))
+    if label_dim != network["label_dim"]:
+        raise ValueError(f"{src}: precond label_dim {label_dim} != backbone label_dim {network['label_dim']}")
+    ctor = {"network": network, "label_dim": label_dim, "sigma_data": float(pre.get("sigma_data", 0.5))}
+
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not advance the caller's RNG
+        net = EDMPrecond(SongUNet(**network), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
+    try:
+        net.load_state_dict(info["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointFormatError(f"{src}: weights do not fit SongUNet({network}): {e}") from None
+
+    summary = dict(src=str(src), out=str(out), sha256=_sha256(src), key=key, class_name=info["class_name"],
+                   model_class_name=info["model_class_name"], arch=guess_arch(network), label_dim=label_dim,
+                   augment_dim=network["augment_dim"], img_resolution=network["img_resolution"],
+                   img_channels=network["in_channels"], param_count=count_parameters(net),
+                   tensors=len(info["state_dict"]), sigma_data=ctor["sigma_data"],
+                   use_fp16=bool(pre.get("use_fp16", False)), persistence_version=info["persistence_version"])
+    saved_config = dict(source="edm-pickle", src=summary["src"], sha256=summary["sha256"], key=key,
+                        arch=summary["arch"], cond=label_dim > 0, pairing="unknown", init_kwargs=_plain(pre))
+    saved_config.update(config or {})
+    extra = dict(imported_from=summary["src"], sigma_min=_plain(pre.get("sigma_min", 0.0)),
+                 sigma_max=_plain(pre.get("sigma_max", math.inf)), use_fp16=summary["use_fp16"],
+                 param_count=summary["param_count"], persistence_version=summary["persistence_version"])
+    save_checkpoint(out, kind="denoiser", state_dict=net.state_dict(), ctor=ctor, config=saved_config,
+                    extra=extra)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m aot.import_ckpt SRC OUT [--key ema] [--pairing ot]``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("src", type=Path, help="EDM/EDM-AOT network pickle (.pkl)")
+    p.add_argument("out", type=Path, help="denoiser checkpoint to write (.pt)")
+    p.add_argument("--key", default="ema", help="which network of the pickle to import")
+    p.add_argument("--pairing", default="unknown", help="recorded as config.pairing (none | ot | ...)")
+    a = p.parse_args(argv)
+    summary = import_edm_checkpoint(a.src, a.out, key=a.key, config={"pairing": a.pairing})
+    print(", ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
