@@ -12,12 +12,17 @@ min_version("9.19")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     setting="|".join(re.escape(s) for s in SETTINGS),
+    tsetting="|".join(re.escape(s) for s in TSETTINGS) or "^$",
+    shard=r"\d+-\d+",
 
 
 include: "workflow/rules/data.smk"

@@ -78,15 +78,79 @@ def cmd_evaluate(a) -> None:
     from aot.evaluate import score
 
     _threads(a.threads)
-    res = score(a.samples, a.featnet, a.ref, a.out, model=a.model, kid_subsets=a.kid_subsets,
-                kid_subset_size=a.kid_subset_size)
+    res = score(a.samples, a.out, metrics=a.metrics, model=a.model, featnet=a.featnet, ref=a.ref,
+                kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size, fid_ref=a.fid_ref,
+                inception_weights=a.inception_weights, fid_block=a.fid_block, device=a.device)
     print(json.dumps(res), file=sys.stderr)
+
+
+def cmd_fid_ref(a) -> None:
+    from aot.evaluate import fid_reference
+
+    _threads(a.threads)
+    print(json.dumps(fid_reference(a.source, a.out, dataset=a.data, weights=a.inception_weights,
+                                   device=a.device)), file=sys.stderr)
+
+
+def cmd_trajectory(a) -> None:
+    from aot.generate import trajectory_stage
+
+    _threads(a.threads)
+    trajectory_stage(a.ckpt, a.out, a.grid, rho=a.rho, steps=a.steps, seeds=a.seeds, grid_rows=a.grid_rows,
+                     columns=a.columns, fine_steps=a.fine_steps, ref_substeps=a.ref_substeps,
+                     ref_steps=a.ref_steps, sigma_min=a.sigma_min, sigma_max=a.sigma_max, device=a.device,
+                     model=a.model)
+
+
+def cmd_grid(a) -> None:
+    from aot.generate import load_samples, save_grid
+
+    images = load_samples([a.samples])[0]
+    save_grid(a.out, images, nrow=a.nrow)
 
 
 def cmd_tables(a) -> None:
     from aot.tables import write_tables
 
-    write_tables(a.metrics, a.stats, a.out_dir)
+    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory)
+
+
+def cmd_figures(a) -> None:
+    from aot.figures import write_figures
+
+    write_figures(a.metrics, a.stats, a.trajectory, a.out_dir)
+
+
+def cmd_import(a) -> None:
+    from aot.import_ckpt import import_edm_checkpoint
+
+    src = str(a.src)
+    if src.startswith(("http://", "https://")):
+        src = _download(src, a.cache_dir)
+    elif not Path(src).is_file():
+        raise FileNotFoundError(f"{src} not found: download the released network and point the config's "
+                                "arms.<arm>.checkpoints.<cond> at it")
+    summary = import_edm_checkpoint(src, a.out, key=a.key, config={"pairing": a.pairing})
+    print(json.dumps(summary, default=str), file=sys.stderr)
+
+
+def _download(url: str, cache_dir: Path) -> str:
+    """Fetch ``url`` once into ``cache_dir`` (atomic); offline, one line says what to do instead."""
+    dest = Path(cache_dir) / url.rstrip("/").rsplit("/", 1)[-1]
+    if dest.is_file():
+        return str(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        from torch.hub import download_url_to_file
+
+        download_url_to_file(url, str(tmp), progress=sys.stderr.isatty())
+    except Exception as e:  # offline clusters: say which file and where to put it
+        tmp.unlink(missing_ok=True)
+        raise FileNotFoundError(f"could not download {url} ({type(e).__name__}); fetch it by hand and put it at "
+                                f"{dest}, or set the config's checkpoint entry to its local path") from None
+    tmp.replace(dest)
+    return str(dest)
 
 
 def cmd_check_config(a) -> None:
@@ -146,24 +210,73 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--grid", type=Path, default=None, help="also write a PNG grid of the first images")
 
-    s = stage("evaluate", cmd_evaluate, "FD and KID of sample shards in the feature net's space.")
+    s = stage("evaluate", cmd_evaluate, "Score sample shards: FD/KID in the feature net's space and/or Inception FID.")
     s.add_argument("--samples", required=True, nargs="+", type=Path)
-    s.add_argument("--featnet", required=True, type=Path)
-    s.add_argument("--ref", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--metrics", nargs="+", default=["featnet"], choices=["featnet", "inception"])
     s.add_argument("--model", default="")
+    s.add_argument("--featnet", type=Path, help="featnet: the feature net checkpoint")
+    s.add_argument("--ref", type=Path, help="featnet: reference features of the training split")
     s.add_argument("--kid-subsets", type=int, default=100)
     s.add_argument("--kid-subset-size", type=int, default=1000)
+    s.add_argument("--fid-ref", type=Path, help="inception: reference statistics npz (mu, sigma)")
+    s.add_argument("--inception-weights", default=None, help="inception: local inception-2015-12-05.pt")
+    s.add_argument("--fid-block", type=int, default=50000, help="inception: images per FID")
+    s.add_argument("--device", default="cpu")
+
+    s = stage("fid-ref", cmd_fid_ref, "Inception reference statistics (clean-fid CIFAR-10, an npz, or the dataset).")
+    s.add_argument("--source", required=True, help="cifar10 | dataset | path to an npz with mu, sigma")
+    s.add_argument("--data", type=Path, default=None, help="the prepared dataset (with --source dataset)")
+    s.add_argument("--inception-weights", default=None)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", required=True, type=Path)
+
+    s = stage("trajectory", cmd_trajectory, "Straightness, curvature and truncation error of Heun trajectories.")
+    s.add_argument("--ckpt", required=True, type=Path)
+    s.add_argument("--rho", required=True, type=float)
+    s.add_argument("--steps", required=True, type=int)
+    s.add_argument("--seeds", required=True, type=_seed_range)
+    s.add_argument("--grid-rows", type=int, default=4)
+    s.add_argument("--columns", type=int, default=11)
+    s.add_argument("--fine-steps", type=int, default=256)
+    s.add_argument("--ref-substeps", type=int, default=64)
+    s.add_argument("--ref-steps", type=int, default=512)
+    s.add_argument("--sigma-min", type=float, default=0.002)
+    s.add_argument("--sigma-max", type=float, default=80.0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--model", default="")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--grid", required=True, type=Path)
+
+    s = stage("grid", cmd_grid, "A PNG grid of the first images of a sample shard.")
+    s.add_argument("--samples", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--nrow", type=int, default=16)
 
     s = stage("tables", cmd_tables, "Comparison tables (CSV + Markdown) with the paper's numbers beside ours.")
     s.add_argument("--metrics", required=True, nargs="+", type=Path)
-    s.add_argument("--stats", required=True, nargs="+", type=Path)
+    s.add_argument("--stats", nargs="*", type=Path, default=[])
+    s.add_argument("--trajectory", nargs="*", type=Path, default=[])
     s.add_argument("--out-dir", required=True, type=Path)
+
+    s = stage("figures", cmd_figures, "Score vs NFE and rho, loss curves, trajectory metrics (PNG).")
+    s.add_argument("--metrics", required=True, nargs="+", type=Path)
+    s.add_argument("--stats", nargs="*", type=Path, default=[])
+    s.add_argument("--trajectory", nargs="*", type=Path, default=[])
+    s.add_argument("--out-dir", required=True, type=Path)
+
+    s = stage("import-checkpoint", cmd_import, "Import a released EDM / EDM-AOT network pickle as a plain "
+              "state-dict checkpoint, without running any code from the file.")
+    s.add_argument("--src", required=True, help="local .pkl or an http(s) URL (downloaded once into --cache-dir)")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--pairing", required=True, help="how the network was trained: none (EDM) or aot (EDM-AOT)")
+    s.add_argument("--key", default="ema", help="which network of the pickle")
+    s.add_argument("--cache-dir", type=Path, default=Path("resources/checkpoints"))
 
     s = stage("check-config", cmd_check_config, "Validate config files (later files override earlier keys).")
     s.add_argument("configs", nargs="+")
 
-    for name in ("prepare", "train", "featnet", "sample", "evaluate", "tables"):
+    for name in ("prepare", "train", "featnet", "sample", "evaluate", "fid-ref", "trajectory", "tables", "grid"):
         s = sub.choices[name]
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")

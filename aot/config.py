@@ -79,6 +79,9 @@ def semantic_errors(cfg: dict) -> list[str]:
     if t["gpus"] > 0 and not t["device"].startswith("cuda"):
         out.append(f"train.device: '{t['device']}' with train.gpus={t['gpus']}; set device: cuda or gpus: 0")
     for name, arm in cfg["arms"].items():
+        missing = [c for c in cfg["conditioning"] if "checkpoints" in arm and c not in arm["checkpoints"]]
+        if missing:
+            out.append(f"arms.{name}.checkpoints: no entry for {missing[0]}; give one per conditioning or remove it")
         if arm["pairing"] == "immiscible":
             mb = t["micro_batch"] or batch_gpu
             if t["pool"] % mb:
@@ -88,6 +91,16 @@ def semantic_errors(cfg: dict) -> list[str]:
     keys = [(g["rho"], g["steps"]) for g in s["grid"]]
     if len(set(keys)) != len(keys):
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
+    e = cfg["evaluate"]
+    if "inception" in e["metrics"] and s["num_images"] % e["fid_block"]:
+        out.append(f"sample.num_images: {s['num_images']} is not a multiple of evaluate.fid_block {e['fid_block']} "
+                   "(each FID uses a whole block of seeds)")
+    if s["shard_size"] and s["num_images"] % s["shard_size"]:
+        out.append(f"sample.shard_size: {s['shard_size']} does not divide sample.num_images {s['num_images']}")
+    tr = cfg.get("trajectory", {})
+    for g in tr.get("settings", []):
+        if g["steps"] < tr["columns"]:
+            out.append(f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a trajectory setting")
     if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
         out.append("dataset.archive: only used with source: cifar10; remove it")
     return out
@@ -107,9 +120,11 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
     return cfg
 
 
-def model_names(cfg: dict) -> list[str]:
-    """Trained models: one per arm and conditioning, e.g. 'aot-cond'."""
-    return [f"{arm}-{cond}" for arm in cfg["arms"] for cond in cfg["conditioning"]]
+def model_names(cfg: dict, *, imported: bool | None = None) -> list[str]:
+    """Models: one per arm and conditioning, e.g. 'aot-cond'. ``imported`` True/False keeps only the arms
+    whose networks are imported from released checkpoints / trained here."""
+    return [f"{arm}-{cond}" for arm, a in cfg["arms"].items() for cond in cfg["conditioning"]
+            if imported is None or imported == ("checkpoints" in a)]
 
 
 def setting_name(rho: float, steps: int) -> str:

@@ -46,15 +46,13 @@ def load_featnet(path: str | Path):
     return model.eval().requires_grad_(False), ckpt
 
 
-def score(sample_paths: list[str | Path], featnet: str | Path, ref: str | Path, out: str | Path, *,
-          model: str = "", kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
-    """FD and KID of the concatenated sample shards against the training split, in featnet space."""
+def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, ref: str | Path, *,
+                   kid_subsets: int, kid_subset_size: int) -> dict:
+    """FD and KID against the training split in the feature net's space, and class agreement."""
+    from aot.data import to_float
     from aot.featnet import extract_features
-    from aot.generate import load_samples
     from aot.metrics import frechet_distance, gaussian_stats, kernel_inception_distance
 
-    t0 = time.perf_counter()
-    images, labels, seeds, metas = load_samples(sample_paths)
     net, ckpt = load_featnet(featnet)
     with np.load(ref, allow_pickle=False) as z:
         ref_feats = z["features"]
@@ -66,19 +64,74 @@ def score(sample_paths: list[str | Path], featnet: str | Path, ref: str | Path, 
     agree = None
     if (labels >= 0).all():
         with torch.no_grad():
-            from aot.data import to_float
-
             logits = torch.cat([net(to_float(images[i : i + 500])) for i in range(0, len(images), 500)])
         agree = float((logits.argmax(1).numpy() == labels).mean())
+    return dict(metric=f"FD ({ckpt['extra']['name']})", value=float(fd), fd=float(fd), kid=float(kid_mean),
+                kid_std=float(kid_std), kid_subset_size=size, class_agreement=agree,
+                feature_net=ckpt["extra"]["name"], featnet_test_accuracy=ckpt["extra"]["test_accuracy"])
+
+
+def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path, *, weights: str | None,
+                     block: int, device: str) -> dict:
+    """Inception FID (clean-fid legacy_tensorflow) per disjoint block of seeds; min and mean, as the paper."""
+    from aot.fid import InceptionFeatures, fid_blocks, inception_weights
+    from aot.metrics import load_stats
+
+    mu, sigma, _ = load_stats(fid_ref)
+    features = InceptionFeatures(inception_weights(weights), device=device)
+    res = fid_blocks(images, seeds, features, mu, sigma, block=block)
+    return dict(metric=f"FID-{block // 1000}k (Inception, clean-fid legacy_tensorflow), min of "
+                f"{len(res['fid_blocks'])}", value=res["fid_min"], **res)
+
+
+def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str], model: str = "",
+          featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
+          kid_subset_size: int = 1000, fid_ref: str | Path | None = None, inception_weights: str | None = None,
+          fid_block: int = 50000, device: str = "cpu") -> dict:
+    """Score the concatenated sample shards with each requested metric; write one JSON."""
+    from aot.generate import load_samples
+
+    t0 = time.perf_counter()
+    images, labels, seeds, metas = load_samples(sample_paths)
+    scores = {}
+    for name in metrics:
+        if name == "featnet":
+            scores[name] = featnet_scores(images, labels, featnet, ref, kid_subsets=kid_subsets,
+                                          kid_subset_size=kid_subset_size)
+        elif name == "inception":
+            scores[name] = inception_scores(images, seeds, fid_ref, weights=inception_weights, block=fid_block,
+                                            device=device)
+        else:
+            raise ValueError(f"unknown metric {name!r}; valid: featnet, inception")
     m = metas[0]
-    result = dict(model=model, metric="FD", feature_net=ckpt["extra"]["name"], fd=float(fd), kid=float(kid_mean),
-                  kid_std=float(kid_std), kid_subset_size=size, class_agreement=agree,
-                  num_images=int(len(images)), seed_first=int(seeds.min()), seed_last=int(seeds.max()),
-                  rho=m["rho"], steps=m["steps"], nfe=m["nfe"], pairing=m["train"]["pairing"],
-                  cond=bool(m["train"]["cond"]), featnet_test_accuracy=ckpt["extra"]["test_accuracy"],
+    result = dict(model=model, num_images=int(len(images)), seed_first=int(seeds.min()),
+                  seed_last=int(seeds.max()), rho=m["rho"], steps=m["steps"], nfe=m["nfe"],
+                  pairing=m["train"]["pairing"], cond=bool(m["train"]["cond"]), scores=scores,
                   seconds=time.perf_counter() - t0)
     write_json(out, result)
     return result
+
+
+def fid_reference(source: str, out: str | Path, *, dataset: str | Path | None = None, weights: str | None = None,
+                  device: str = "cpu") -> dict:
+    """Inception reference statistics: clean-fid's CIFAR-10 train stats, a local npz, or the prepared
+    dataset's training split (computed here once; the DAG caches the file)."""
+    from aot.fid import InceptionFeatures, dataset_stats, inception_weights, reference_stats
+    from aot.metrics import save_stats
+
+    if source == "dataset":
+        ds = load_dataset(dataset)
+        features = InceptionFeatures(inception_weights(weights), device=device)
+        mu, sigma = dataset_stats(ds.train_images, features)
+        meta = dict(source="dataset", dataset=ds.meta, num_images=int(len(ds.train_images)))
+    elif source == "cifar10":
+        mu, sigma = reference_stats("cifar10")
+        meta = dict(source="clean-fid cifar10 legacy_tensorflow train 32")
+    else:
+        mu, sigma = reference_stats(path=source)
+        meta = dict(source=str(source))
+    save_stats(out, mu, sigma, **meta)
+    return meta
 
 
 def read_json(path: str | Path) -> dict:

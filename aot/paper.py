@@ -52,3 +52,25 @@ def paper_fid(pairing: str, cond: str, rho: float, steps: int) -> tuple[float | 
     if cond == "uncond" and (arm, steps) in TABLE4 and rho in TABLE4_RHOS:
         return TABLE4[(arm, steps)][TABLE4_RHOS.index(rho)], "Table 4"
     return None, ""
+
+
+# Rows of Tables 1-3 in the paper's order: (model label, our arm or None for prior work, rho, steps, NFE, FID).
+TABLE1_ROWS = [
+    ("EDM", "edm", 7, 18, 35, 1.97),
+    ("PFGM++", None, None, None, 35, 1.91),
+    ("STF", None, None, None, 35, 1.90),
+    ("EDM-AOT", "aot", 7, 18, 35, 1.95),
+    ("EDM-AOT", "aot", 90, 14, 27, 1.88),
+]
+TABLE2_ROWS = [
+    ("EDM", "edm", 7, 18, 35, 1.79),
+    ("PFGM++", None, None, None, 35, 1.74),
+    ("EDM-AOT", "aot", 7, 18, 35, 1.79),
+    ("EDM-AOT", "aot", 72, 15, 29, 1.73),
+]
+# Table 3 (Discriminator Guidance): (model, NFE, uncond FID, cond FID). Sampler settings unpublished.
+TABLE3_ROWS = [
+    ("EDM + DG (EDM-G++)", 35, 1.77, 1.64),
+    ("EDM-AOT + DG, discriminator without AOT", 29, 1.70, 1.59),
+    ("EDM-AOT + DG, discriminator with AOT", 29, 1.68, 1.58),
+]

@@ -1,34 +1,54 @@
-"""Metrics JSON files -> the comparison tables (CSV + Markdown) with the paper's CIFAR-10 numbers beside ours."""
+"""Metrics JSON files -> the comparison tables (CSV + Markdown + LaTeX) with the paper's numbers beside ours.
+
+Every row carries its setting (rho, steps, NFE, samples, seeds, metric). Rows of the paper that we have not
+run are kept and shown as missing ('—'), never dropped.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from aot.checkpoint import atomic_write_text
-from aot.paper import paper_fid
+from aot.paper import (PAPER_ARM, TABLE1_ROWS, TABLE2_ROWS, TABLE3_ROWS, TABLE4, TABLE4_RHOS, TABLE5,
+                       TABLE5_NFES, paper_fid)
+from aot.samplers import nfe as nfe_of
+
+TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
+MISSING = "—"
 
 
-def _fmt(x, digits=3):
-    return "—" if x is None or (isinstance(x, float) and pd.isna(x)) else f"{x:.{digits}f}"
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt(x, digits=3) -> str:
+    return MISSING if _missing(x) else f"{x:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------
+# Tidy tables.
 
 
 def score_table(metrics: list[dict]) -> pd.DataFrame:
-    """One row per (model, rho, steps): our FD/KID and the paper's FID for the same setting."""
+    """One row per (model, rho, steps, metric): our score and the paper's FID for the same setting."""
     rows = []
     for m in metrics:
         arm, cond = m["model"].rsplit("-", 1)
         fid, source = paper_fid(m["pairing"], cond, m["rho"], m["steps"])
-        rows.append(dict(arm=arm, pairing=m["pairing"], conditioning=cond, rho=m["rho"], steps=m["steps"],
-                         NFE=m["nfe"], FD=m["fd"], KID=m["kid"], class_agreement=m.get("class_agreement"),
-                         metric=f"FD ({m['feature_net']})", num_images=m["num_images"],
-                         seeds=f"{m['seed_first']}-{m['seed_last']}", paper_cifar10_fid=fid,
-                         paper_source=source))
+        for name, sc in m["scores"].items():
+            rows.append(dict(arm=arm, pairing=m["pairing"], conditioning=cond, rho=m["rho"], steps=m["steps"],
+                             NFE=m["nfe"], metric=sc["metric"], metric_key=name, ours=sc["value"],
+                             KID=sc.get("kid"), class_agreement=sc.get("class_agreement"),
+                             fid_mean=sc.get("fid_mean"), samples=m["num_images"],
+                             seeds=f"{m['seed_first']}-{m['seed_last']}", paper_cifar10_fid=fid,
+                             paper_source=source))
     df = pd.DataFrame(rows)
-    return df.sort_values(["conditioning", "NFE", "rho", "arm"], ascending=[False, False, True, True],
-                          ignore_index=True)
+    return df.sort_values(["metric_key", "conditioning", "NFE", "rho", "arm"],
+                          ascending=[True, False, False, True, True], ignore_index=True)
 
 
 def pairing_table(stats: list[dict]) -> pd.DataFrame:
@@ -37,50 +57,153 @@ def pairing_table(stats: list[dict]) -> pd.DataFrame:
                  pairing=s["pairing"], pool=s["pool"], kimg=s["kimg"], mean_dist_paired=s["mean_dist_paired"],
                  mean_dist_independent=s["mean_dist_independent"], reduction_pct=100 * s["dist_reduction"],
                  solve_ms=1000 * s["solve_seconds_mean"], wait_pct=100 * s["wait_fraction"]) for s in stats]
+    if not rows:
+        return pd.DataFrame(columns=["arm", "conditioning", "pairing", "mean_dist_paired", "mean_dist_independent"])
     return pd.DataFrame(rows).sort_values(["conditioning", "arm"], ignore_index=True)
 
 
-def markdown_scores(df: pd.DataFrame) -> str:
-    lines = [
-        "# Sample quality per arm, conditioning and sampler setting",
-        "",
-        f"Ours: {df['metric'].iloc[0]} on {df['num_images'].iloc[0]} samples (seeds {df['seeds'].iloc[0]}), "
-        "deterministic Heun. This Frechet distance uses a small classifier's features trained on the same "
-        "dataset: it ranks our models but is **not comparable** with the paper's Inception FID-50k on CIFAR-10, "
-        "shown in its own column for the same (arm, conditioning, rho, steps); '—' = the paper reports none.",
-        "",
-        "| arm | pairing | cond | rho | steps | NFE | FD (ours) | KID (ours) | paper CIFAR-10 FID | paper source |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in df.itertuples():
-        lines.append(f"| {r.arm} | {r.pairing} | {r.conditioning} | {r.rho:g} | {r.steps} | {r.NFE} | "
-                     f"{_fmt(r.FD)} | {_fmt(r.KID, 4)} | {_fmt(r.paper_cifar10_fid, 2)} | {r.paper_source or '—'} |")
+def trajectory_table(trajs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for t in trajs:
+        m, meta = t["metrics"], t["meta"]
+        arm, cond = meta["model"].rsplit("-", 1)
+        rows.append(dict(arm=arm, pairing=meta["pairing"], conditioning=cond, rho=meta["rho"], steps=meta["steps"],
+                         NFE=meta["nfe"], straightness=m["straightness"],
+                         straightness_normalized=m["straightness_normalized"],
+                         curvature_mean=sum(m["curvature"]) / len(m["curvature"]),
+                         local_error_mean=sum(m["local_error"]) / len(m["local_error"]),
+                         global_error=m["global_error"], samples=meta["num_images"],
+                         seeds=f"{meta['seed_first']}-{meta['seed_last']}"))
+    if not rows:
+        return pd.DataFrame(columns=["arm", "conditioning", "rho", "steps"])
+    return pd.DataFrame(rows).sort_values(["conditioning", "steps", "rho", "arm"], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------
+# The paper's Tables 1-5: our number in the same cell layout, missing when not run.
+
+
+def _lookup(scores: pd.DataFrame, arm_pairing: str, cond: str, rho, steps):
+    """Our row for the paper arm ('edm' = pairing none, 'aot' = pairing aot) at a setting, or None."""
+    if scores.empty or rho is None:
+        return None
+    pairing = {v: k for k, v in PAPER_ARM.items()}[arm_pairing]
+    hit = scores[(scores.pairing == pairing) & (scores.conditioning == cond) & (scores.rho == rho)
+                 & (scores.steps == steps)]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _cells(r, fallback_metric: str) -> dict:
+    if r is None:
+        return dict(ours=None, metric=fallback_metric, samples=None, seeds=MISSING)
+    return dict(ours=r.ours, metric=r.metric, samples=int(r.samples), seeds=r.seeds)
+
+
+def table12(scores: pd.DataFrame, cond: str) -> pd.DataFrame:
+    rows_spec = TABLE1_ROWS if cond == "uncond" else TABLE2_ROWS
+    metric = scores.metric.iloc[0] if not scores.empty else MISSING
+    rows = []
+    for label, arm, rho, steps, nfe, fid in rows_spec:
+        r = _lookup(scores, arm, cond, rho, steps) if arm else None
+        note = "prior work (not run here)" if arm is None else ("" if r is not None else "not run")
+        rows.append(dict(model=label, rho=rho, steps=steps, NFE=nfe, paper_fid=fid, **_cells(r, metric), note=note))
+    return pd.DataFrame(rows)
+
+
+def table3() -> pd.DataFrame:
+    return pd.DataFrame([dict(model=m, NFE=n, paper_fid_uncond=u, paper_fid_cond=c, ours_uncond=None,
+                              ours_cond=None, note="discriminator guidance not run here")
+                         for m, n, u, c in TABLE3_ROWS])
+
+
+def table4(scores: pd.DataFrame) -> pd.DataFrame:
+    metric = scores.metric.iloc[0] if not scores.empty else MISSING
+    rows = []
+    for (arm, steps), fids in TABLE4.items():
+        for rho, fid in zip(TABLE4_RHOS, fids, strict=True):
+            r = _lookup(scores, arm, "uncond", rho, steps)
+            rows.append(dict(model="EDM" if arm == "edm" else "EDM-AOT", rho=rho, steps=steps, NFE=nfe_of(steps),
+                             paper_fid=fid, **_cells(r, metric)))
+    return pd.DataFrame(rows)
+
+
+def table5(scores: pd.DataFrame) -> pd.DataFrame:
+    """Best over rho in {9, 27, 81, 243} at each NFE (the paper's protocol), ours the same way."""
+    metric = scores.metric.iloc[0] if not scores.empty else MISSING
+    rows = []
+    for (arm, cond), fids in TABLE5.items():
+        pairing = {v: k for k, v in PAPER_ARM.items()}[arm]
+        for n, fid in zip(TABLE5_NFES, fids, strict=True):
+            cand = scores[(scores.pairing == pairing) & (scores.conditioning == cond) & (scores.NFE == n)
+                          & scores.rho.isin(TABLE5_RHOS)] if not scores.empty else scores
+            best = None if cand.empty else cand.loc[cand.ours.idxmin()]
+            rows.append(dict(model=("EDM" if arm == "edm" else "EDM-AOT") + f" {cond}", NFE=n, paper_fid=fid,
+                             rho=None if best is None else best.rho, steps=(n + 1) // 2, **_cells(best, metric)))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------
+# Output formats.
+
+
+def to_markdown(df: pd.DataFrame, title: str, note: str) -> str:
+    cols = list(df.columns)
+    lines = [f"# {title}", "", note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.itertuples(index=False):
+        cells = []
+        for c, v in zip(cols, r, strict=True):
+            if isinstance(v, float):
+                cells.append(_fmt(v, 2 if "paper" in c else (2 if c == "rho" else 4)))
+            else:
+                cells.append(MISSING if v is None or v == "" else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def markdown_pairing(df: pd.DataFrame) -> str:
-    lines = [
-        "# Image-noise pair distance during training",
-        "",
-        "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing of "
-        "the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.",
-        "",
-        "| arm | cond | pairing | pool N | kimg | paired | independent | reduction % | solve ms/pool | wait % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in df.itertuples():
-        lines.append(f"| {r.arm} | {r.conditioning} | {r.pairing} | {r.pool} | {r.kimg:g} | "
-                     f"{r.mean_dist_paired:.4f} | {r.mean_dist_independent:.4f} | {r.reduction_pct:.2f} | "
-                     f"{r.solve_ms:.1f} | {r.wait_pct:.2f} |")
-    return "\n".join(lines) + "\n"
+def to_latex(df: pd.DataFrame, caption: str) -> str:
+    def esc(v):
+        s = _fmt(v, 2) if isinstance(v, float) else (MISSING if v is None or v == "" else str(v))
+        return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace(MISSING, "--")
+
+    cols = list(df.columns)
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
+           r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(esc(c) for c in cols) + r" \\",
+           r"\midrule"]
+    out += [" & ".join(esc(v) for v in r) + r" \\" for r in df.itertuples(index=False)]
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
 
 
-def write_tables(metric_files: list[str | Path], stats_files: list[str | Path], out_dir: str | Path) -> None:
+def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str) -> None:
+    atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
+    atomic_write_text(out_dir / f"{name}.md", to_markdown(df, title, note))
+    atomic_write_text(out_dir / f"{name}.tex", to_latex(df, title))
+
+
+COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
+                 "our number is comparable with it only when the metric says Inception FID on CIFAR-10. "
+                 "'—' = not run here (or not reported by the paper).")
+
+
+def write_tables(metric_files, stats_files, out_dir, trajectory_files=()) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = score_table([json.loads(Path(p).read_text()) for p in metric_files])
     pairs = pairing_table([json.loads(Path(p).read_text()) for p in stats_files])
-    atomic_write_text(out_dir / "scores.csv", scores.to_csv(index=False))
-    atomic_write_text(out_dir / "scores.md", markdown_scores(scores))
-    atomic_write_text(out_dir / "pairing.csv", pairs.to_csv(index=False))
-    atomic_write_text(out_dir / "pairing.md", markdown_pairing(pairs))
+    trajs = trajectory_table([json.loads(Path(p).read_text()) for p in trajectory_files])
+    primary = scores[scores.metric_key == scores.metric_key.iloc[0]]  # the first configured metric
+    note = COMPARABILITY.format(metric=primary.metric.iloc[0])
+    _write(out_dir, "scores", scores.drop(columns=["metric_key"]),
+           "All scores per arm, conditioning and sampler setting", note)
+    _write(out_dir, "table1", table12(primary, "uncond"), "Table 1: unconditional CIFAR-10", note)
+    _write(out_dir, "table2", table12(primary, "cond"), "Table 2: conditional CIFAR-10", note)
+    _write(out_dir, "table3", table3(), "Table 3: with Discriminator Guidance", note)
+    _write(out_dir, "table4", table4(primary), "Table 4: rho sweep (unconditional)", note)
+    _write(out_dir, "table5", table5(primary), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
+    _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
+           "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
+           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.")
+    _write(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
+           "Straightness S = mean over sigma of E||v - vbar||^2 (0 = straight); normalized by E||vbar||^2. Curvature = "
+           "mean over steps of 1 - cos(d_i, x_start - x_end). Errors are RMS per dimension against a fine Heun "
+           "reference (paper-spec §6). Lower is straighter.")

@@ -16,14 +16,17 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from aot import pairing
+from aot.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
@@ -44,6 +47,7 @@ class TrainSpec:
     batch_gpu: int | None = None  # micro-batch per process; None = batch / processes
     pool: int = 512  # AOT pool size N per process
     micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
+    augment_p: float = 0.0  # EDM's non-leaking augmentation probability (CIFAR-10: 0.12); 0 = off
     knn_k: int = 8  # knn: candidate noises per image
     lr: float = 1e-3
     lr_rampup_kimg: float = 10000.0
@@ -69,6 +73,16 @@ class TrainSpec:
         them, so a finished run can be extended (more kimg) and resumes where it stopped."""
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Pool(NamedTuple):
+    """One pool of N training pairs, drawn together (paper-spec §1.2)."""
+
+    before: dict  # random-stream state just before this pool was drawn (what a resume restores)
+    y: torch.Tensor  # (N, C, H, W) augmented images in [-1, 1]
+    labels: torch.Tensor  # (N,) class indices
+    aug: torch.Tensor | None  # (N, 9) augmentation labels, None without augmentation
+    pairing: Future  # of aot.pairing.Pairing, computed in the background
 
 
 # ----------------------------------------------------------------------------
@@ -153,8 +167,9 @@ def log(msg: str, rank: int = 0) -> None:
 
 def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: int) -> tuple[EDMPrecond, dict]:
     label_dim = int(ds_meta["num_classes"]) if spec.cond else 0
+    augment_dim = AUGMENT_DIM if spec.augment_p > 0 else 0
     net_kwargs = network_ctor(spec.arch, img_resolution=resolution, in_channels=channels, out_channels=channels,
-                              label_dim=label_dim, **spec.network)
+                              label_dim=label_dim, augment_dim=augment_dim, **spec.network)
     ctor = {"network": net_kwargs, "label_dim": label_dim, "sigma_data": spec.sigma_data}
     return denoiser_from_ctor(ctor), ctor
 
@@ -222,22 +237,30 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
         if device.type == "cuda" and "cuda_rng" in r:
             torch.cuda.set_rng_state(r["cuda_rng"], device)
         log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
+        if rank == 0:  # ticks logged after the state dump are redone: drop them from the log
+            _truncate_log(run_dir / "log.jsonl", cur_nimg / 1000)
 
     images_all = torch.as_tensor(ds.train_images)
     labels_all = torch.as_tensor(ds.train_labels)
     shape = tuple(images_all.shape[1:])
     total_nimg = int(round(spec.kimg * 1000))
+    augment_pipe = augment_pipe_from_config(spec.augment_p)
     pair_kwargs = dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu)
 
-    def draw_pool():
-        """Draw the next pool and its noise in the main thread (so the random streams stay ordered)."""
+    def draw_pool() -> Pool:
+        """Draw the next pool, augment it once, draw its noise and hand the pairing to the background thread.
+        Runs in the main thread so the random streams stay ordered (paper-spec §1.2 steps 1-5, §1.5)."""
         before = {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()}
         idx = sampler.next(spec.pool)
         y = to_float(images_all[idx]).to(device)
         labels = labels_all[idx].to(device)
+        aug = None
+        if augment_pipe is not None:
+            with torch.no_grad():
+                y, aug = augment_pipe(y, noise_gen)
         noise = torch.randn(pairing.noise_shape(spec.pairing, (spec.pool, *shape), spec.knn_k),
                             generator=noise_gen, device=device)
-        return before, y, labels, pairer.submit(y, noise, labels if per_class else None)
+        return Pool(before, y, labels, aug, pairer.submit(y, noise, labels if per_class else None))
 
     def dump_state(before: dict) -> None:
         """Every process saves its own random streams; process 0 also the weights, written last, so a
@@ -271,7 +294,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
         pending = draw_pool() if cur_nimg < total_nimg else None
         while cur_nimg < total_nimg:
             # Take the pool paired in the background; prefetch the next one.
-            before, y_pool, labels_pool, fut = pending
+            before, y_pool, labels_pool, aug_pool, fut = pending
             t0 = time.perf_counter()
             pair = fut.result()
             wait = time.perf_counter() - t0
@@ -295,11 +318,12 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                     sl = slice(step_start + r * batch_gpu, step_start + (r + 1) * batch_gpu)
                     y, n = y_pool[sl], pair.noise[sl]
                     labels = labels_pool[sl] if spec.cond else None
+                    aug = aug_pool[sl] if aug_pool is not None else None
                     sigma = sample_sigma(len(y), P_mean=spec.P_mean, P_std=spec.P_std, generator=sigma_gen)
                     sync = r == rounds - 1 or world == 1
                     ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
                     with ctx:
-                        loss = edm_loss(ddp, y, n, sigma, labels, sigma_data=spec.sigma_data)
+                        loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
                         loss.sum().mul(1 / per_proc).backward()
                     tick_losses.append(loss.detach().mean().item())
                 # Update weights (EDM: lr ramp, NaN/Inf cleanup).
@@ -340,12 +364,14 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
             else:
                 pool_done = True
         if pending is not None:
-            pending[3].result()
+            pending.pairing.result()
     if bar is not None:
         bar.close()
 
     seconds = time.perf_counter() - t_start
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
+    log_path = run_dir / "log.jsonl"
+    summary["ticks"] = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     if pending is not None and pool_done:  # a later, longer run resumes exactly from here
         dump_state(pending[0])
     if rank == 0:
@@ -355,6 +381,12 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     if world > 1:
         torch.distributed.destroy_process_group()
     return summary
+
+
+def _truncate_log(path: Path, kimg: float) -> None:
+    if path.exists():
+        keep = [x for x in path.read_text().splitlines() if json.loads(x)["kimg"] <= kimg + 1e-9]
+        path.write_text("".join(k + "\n" for k in keep))
 
 
 def summarize(history: list[dict], spec: TrainSpec, seconds: float, wait: float, step_time: float,

@@ -190,6 +190,59 @@ def test_per_class_single_image_classes_and_unsorted_labels():
     assert p.perm[3] == 3 and p.perm[6] == 6  # a class of one keeps its own noise
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 16])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(method="aot", per_class=True),
+        dict(method="aot-sq", per_class=True),
+        dict(method="immiscible", micro_batch=7),
+        dict(method="immiscible", micro_batch=16, per_class=True),
+    ],
+)
+def test_solve_threads_do_not_change_the_result(kwargs, threads):
+    y, eps = make_pool(100, seed=13)
+    g = torch.Generator().manual_seed(13)
+    labels = torch.tensor([0, 1, 3, 4, 7])[torch.randint(0, 5, (100,), generator=g)]
+    labels[[5, 50]] = torch.tensor([9, 8])  # two classes of one image each
+    want = pair_noise(y, eps, labels, threads=1, **kwargs)
+    got = pair_noise(y, eps, labels, threads=threads, **kwargs)
+    assert torch.equal(got.perm, want.perm) and torch.equal(got.noise, want.noise)
+    assert got.mean_dist_paired == want.mean_dist_paired
+    assert got.mean_dist_independent == want.mean_dist_independent
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_block_costs_match_per_group_cost_matrices(squared):
+    y, eps = make_pool(60, seed=14, shape=(3, 8, 8))
+    labels = torch.arange(60) % 4
+    labels[7] = 9  # a group of one
+    groups = pairing.assignment_groups(60, labels)
+    sizes = [len(idx) for idx in groups]
+    W_flat = pairing._block_costs(y, eps, torch.cat(groups), sizes, squared)
+    assert W_flat.dtype == torch.float32 and W_flat.shape == (sum(k * k for k in sizes),)
+    blocks = torch.split(W_flat, [k * k for k in sizes])
+    for idx, k, block in zip(groups, sizes, blocks, strict=True):
+        want = exact_cost(y[idx], eps[idx], squared)
+        np.testing.assert_allclose(block.view(k, k).numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_default_solve_threads_is_small_and_positive():
+    assert 1 <= pairing.default_solve_threads() <= 4
+
+
+def test_per_class_in_threads_is_optimal_per_class():
+    y, eps = make_pool(300, seed=15, shape=(3, 8, 8))
+    labels = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(15))
+    p = pair_noise(y, eps, labels, method="aot", per_class=True, threads=4)
+    assert torch.equal(labels[p.perm], labels)
+    W = exact_cost(y, eps)
+    optimum = sum(
+        scipy_optimum(W[np.ix_(idx, idx)]) for idx in (np.flatnonzero(labels == c) for c in range(10))
+    )
+    assert assignment_cost(W, p.perm) == pytest.approx(optimum, rel=1e-6)
+
+
 def test_global_aot_can_cross_classes():
     y, eps = make_pool(64, seed=5)
     labels = torch.arange(64) % 2
@@ -316,8 +369,9 @@ def test_knn_noise_is_biased_toward_its_image():
 # Background worker.
 
 
-def test_background_pairer_matches_direct_calls_in_order():
-    kwargs = dict(method="aot", per_class=True)
+@pytest.mark.parametrize("threads", [None, 2])
+def test_background_pairer_matches_direct_calls_in_order(threads):
+    kwargs = dict(method="aot", per_class=True, threads=threads)
     pools = [(*make_pool(n, seed), torch.arange(n) % 3) for seed, n in enumerate([200, 5, 120, 1, 64])]
     with BackgroundPairer(**kwargs) as pairer:
         futures = [pairer.submit(y, eps, labels) for y, eps, labels in pools]
@@ -360,6 +414,8 @@ def test_background_pairer_propagates_errors_and_checks_kwargs():
         BackgroundPairer(method="immiscible")
     with pytest.raises(ValueError, match="solver"):
         BackgroundPairer(solver="hungarian")
+    with pytest.raises(ValueError, match="threads"):
+        BackgroundPairer(threads=0)
     y, eps = make_pool(8, seed=0)
     with BackgroundPairer(per_class=True) as pairer:
         with pytest.raises(ValueError, match="labels"):
@@ -378,6 +434,9 @@ def test_background_pairer_propagates_errors_and_checks_kwargs():
         (dict(method="immiscible", micro_batch=0), "micro_batch"),
         (dict(per_class=True), "per_class"),
         (dict(solver="hungarian"), "solver"),
+        (dict(threads=0), "threads"),
+        (dict(threads=1.5), "threads"),
+        (dict(threads=True), "threads"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):

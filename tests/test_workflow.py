@@ -33,14 +33,26 @@ def test_dry_run_every_config(config):
     r = run(["-n", "--forceall", "--configfile", str(config.relative_to(ROOT))])
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = job_counts(r.stdout)
-    assert {"prepare_dataset", "train", "sample", "featnet", "evaluate", "tables", "all"} <= set(jobs)
+    assert {"sample", "evaluate", "trajectory", "tables", "figures", "all"} <= set(jobs)
+    made = "import_checkpoint" if "released" in config.name else "train"
+    assert jobs[made] == 4 if "released" in config.name else jobs[made] >= 2
 
 
 def test_default_dry_run_has_every_model_and_setting():
     r = run(["-n", "--forceall"])
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = job_counts(r.stdout)
-    assert jobs["train"] == 4 and jobs["sample"] == 16 and jobs["evaluate"] == 16
+    assert jobs["train"] == 4 and jobs["sample"] == 16 and jobs["evaluate"] == 16 and jobs["trajectory"] == 4
+
+
+@pytest.mark.parametrize("name, cells", [("cifar10-uncond", 15), ("cifar10-cond", 9)])
+def test_paper_configs_list_fid50k_jobs_for_every_cell(name, cells):
+    r = run(["-n", "-p", "--forceall", "--configfile", f"config/{name}.yaml"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = job_counts(r.stdout)
+    # 2 arms x cells settings, each scored on 3 disjoint blocks of 50k seeds sampled in 15 shards of 10k.
+    assert jobs["evaluate"] == 2 * cells and jobs["sample"] == 2 * cells * 15 and jobs["fid_ref"] == 1
+    assert "fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
 def test_slurm_profile_dry_run():
@@ -79,18 +91,38 @@ def smoke(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_run_produces_tables(smoke):
-    scores = pd.read_csv(smoke / "results/tables/smoke/scores.csv")
+    tables = smoke / "results/tables/smoke"
+    scores = pd.read_csv(tables / "scores.csv")
     assert len(scores) == 8  # 2 arms x 2 conditionings x 2 settings
     assert set(scores["arm"]) == {"edm", "aot"} and set(scores["conditioning"]) == {"uncond", "cond"}
-    assert scores["FD"].notna().all() and (scores["FD"] > 0).all()
-    assert set(scores["NFE"]) == {7, 5}
+    assert scores["ours"].notna().all() and (scores["ours"] > 0).all()
+    assert set(scores["NFE"]) == {7, 5} and (scores["samples"] == 64).all()
     assert scores["metric"].str.startswith("FD (featnet").all()
-    pairs = pd.read_csv(smoke / "results/tables/smoke/pairing.csv")
+    pairs = pd.read_csv(tables / "pairing.csv").set_index(["arm", "conditioning"])
     for cond in ("uncond", "cond"):
-        row = pairs.set_index(["arm", "conditioning"])
-        assert row.loc[("aot", cond), "mean_dist_paired"] < row.loc[("edm", cond), "mean_dist_paired"]
-    md = (smoke / "results/tables/smoke/scores.md").read_text()
-    assert "paper CIFAR-10 FID" in md and "not comparable" in md
+        assert pairs.loc[("aot", cond), "mean_dist_paired"] < pairs.loc[("edm", cond), "mean_dist_paired"]
+    md = (tables / "scores.md").read_text()
+    assert "paper" in md and "comparable" in md
+    # The paper's tables keep every row; ours are missing where the smoke grid has no such setting.
+    t1 = pd.read_csv(tables / "table1.csv")
+    assert list(t1["paper_fid"]) == [1.97, 1.91, 1.90, 1.95, 1.88] and t1["ours"].isna().all()
+    assert len(pd.read_csv(tables / "table4.csv")) == 50 and len(pd.read_csv(tables / "table5.csv")) == 32
+    assert (tables / "table2.tex").read_text().startswith("\\begin{table}")
+    traj = pd.read_csv(tables / "trajectory.csv")
+    assert len(traj) == 4 and (traj["straightness"] >= 0).all() and traj["global_error"].notna().all()
+    for png in ("score_vs_nfe", "score_vs_rho", "loss", "trajectory-rho7-steps4"):
+        assert (smoke / f"results/smoke/figures/{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (smoke / "results/smoke/samples/aot-cond/rho7-steps4.png").exists()
+
+
+@pytest.mark.slow
+def test_report_builds_with_tables_and_figures(smoke):
+    r = run(["--configfile", "config/smoke.yaml", "--report", "results/report.html"], cwd=smoke)
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (smoke / "results/report.html").read_text(errors="replace")
+    for name in ("table1.csv", "table4.csv", "pairing.csv", "score_vs_nfe.png", "trajectory-rho7-steps4.png",
+                 "rho90-steps3.png"):
+        assert name in html, name
 
 
 @pytest.mark.slow
@@ -99,7 +131,7 @@ def test_smoke_noop_rerun_and_single_stage_rerun(smoke):
     assert r.returncode == 0 and "Nothing to be done" in (r.stdout + r.stderr)
     r = run(["-n", "--configfile", "config/smoke.yaml", "-R", "sample"], cwd=smoke)
     jobs = job_counts(r.stdout)
-    assert "train" not in jobs and "prepare_dataset" not in jobs and jobs["sample"] == 8
+    assert "train" not in jobs and "prepare_dataset" not in jobs and jobs["sample"] == 16
     before = (smoke / "results/smoke/models/aot-cond/network.pt").stat().st_mtime_ns
     r = run(["--cores", "2", "--configfile", "config/smoke.yaml", "-R", "tables"], cwd=smoke)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -22,11 +22,38 @@ validate(config, "../schemas/config.schema.yaml")
 EXP = config["experiment"]
 R = f"results/{EXP}"
 MODELS = model_names(config)
+TRAINED = model_names(config, imported=False)  # trained here
+IMPORTED = model_names(config, imported=True)  # released networks, imported (arms.<arm>.checkpoints)
 SETTINGS = {setting_name(g["rho"], g["steps"]): g for g in config["sample"]["grid"]}
+TSETTINGS = {
+    setting_name(g["rho"], g["steps"]): g for g in config["trajectory"]["settings"]
+}
+METRICS = config["evaluate"]["metrics"]
+TABLES = [
+    "scores",
+    "table1",
+    "table2",
+    "table3",
+    "table4",
+    "table5",
+    "pairing",
+    "trajectory",
+]
 
 
 def final_outputs():
-    return [f"results/tables/{EXP}/scores.md", f"results/tables/{EXP}/pairing.md"]
+    """Tables, figures and one sample grid per (model, setting)."""
+    return (
+        [f"results/tables/{EXP}/{name}.md" for name in TABLES]
+        + [
+            f"{R}/figures/{name}.png"
+            for name in ("score_vs_nfe", "score_vs_rho", "loss")
+        ]
+        + [f"{R}/figures/trajectory-{t}.png" for t in TSETTINGS]
+        + expand(
+            f"{R}/samples/{{model}}/{{setting}}.png", model=MODELS, setting=SETTINGS
+        )
+    )
 
 
 def train_spec(wildcards):
@@ -51,10 +78,69 @@ def launcher(wildcards, resources):
     return "python"
 
 
+def checkpoint_source(wildcards):
+    arm, cond = wildcards.model.rsplit("-", 1)
+    return config["arms"][arm]["checkpoints"][cond]
+
+
+def import_pairing(wildcards):
+    return config["arms"][wildcards.model.rsplit("-", 1)[0]]["pairing"]
+
+
 def setting(wildcards):
     return SETTINGS[wildcards.setting]
 
 
-def sample_seeds():
+def shards():
+    """Seed ranges of the sampling jobs, e.g. ['000000-009999', ...]: image i depends only on seed i."""
     s = config["sample"]
-    return f"{s['seed_start']}-{s['seed_start'] + s['num_images'] - 1}"
+    size = s["shard_size"] or s["num_images"]
+    first, end = s["seed_start"], s["seed_start"] + s["num_images"]
+    return [f"{lo:06d}-{lo + size - 1:06d}" for lo in range(first, end, size)]
+
+
+def tsetting(wildcards):
+    return TSETTINGS[wildcards.tsetting]
+
+
+def trajectory_seeds():
+    t = config["trajectory"]
+    return f"{t['seed_start']}-{t['seed_start'] + t['num_images'] - 1}"
+
+
+def evaluate_inputs(wildcards):
+    """All sample shards of one (model, setting), plus what each configured metric needs."""
+    inputs = {
+        "samples": expand(
+            f"{R}/samples/{wildcards.model}/{wildcards.setting}/seeds{{shard}}.npz",
+            shard=shards(),
+        )
+    }
+    if "featnet" in METRICS:
+        inputs.update(
+            featnet=f"{R}/featnet/featnet.pt", ref=f"{R}/featnet/ref_features.npz"
+        )
+    if "inception" in METRICS:
+        inputs.update(fid_ref=f"{R}/fid/ref_stats.npz")
+    return inputs
+
+
+def evaluate_args(wildcards, input):
+    """Command-line options of `python -m aot evaluate` for the configured metrics."""
+    e = config["evaluate"]
+    args = [f"--metrics {' '.join(METRICS)}", f"--device {e['device']}"]
+    if "featnet" in METRICS:
+        args.append(
+            f"--featnet {input.featnet} --ref {input.ref} --kid-subsets {e['kid_subsets']} "
+            f"--kid-subset-size {e['kid_subset_size']}"
+        )
+    if "inception" in METRICS:
+        args.append(f"--fid-ref {input.fid_ref} --fid-block {e['fid_block']}")
+        if e["inception_weights"]:
+            args.append(f"--inception-weights {e['inception_weights']}")
+    return " ".join(args)
+
+
+def fid_ref_inputs(wildcards):
+    src = config["evaluate"]["fid_ref"]
+    return {"data": f"{R}/data/dataset.npz"} if src == "dataset" else {}

@@ -21,11 +21,35 @@ rule featnet:
         "--lr {params.lr} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
+rule fid_ref:
+    input:
+        unpack(fid_ref_inputs),
+    output:
+        f"{R}/fid/ref_stats.npz",
+    log:
+        f"{R}/logs/fid_ref.log",
+    conda:
+        "../envs/aot.yaml"
+    threads: 1
+    resources:
+        gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
+    params:
+        source=config["evaluate"]["fid_ref"],
+        data=lambda wc, input: f"--data {input.data}" if "data" in input.keys() else "",
+        weights=(
+            f"--inception-weights {config['evaluate']['inception_weights']}"
+            if config["evaluate"]["inception_weights"]
+            else ""
+        ),
+        device=config["evaluate"]["device"],
+    shell:
+        "python -m aot fid-ref --source {params.source} {params.data} {params.weights} "
+        "--device {params.device} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule evaluate:
     input:
-        samples=rules.sample.output.samples,
-        featnet=rules.featnet.output.net,
-        ref=rules.featnet.output.ref,
+        unpack(evaluate_inputs),
     output:
         f"{R}/metrics/{{model}}/{{setting}}.json",
     log:
@@ -33,10 +57,10 @@ rule evaluate:
     conda:
         "../envs/aot.yaml"
     threads: 1
+    resources:
+        gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
     params:
-        kid_subsets=config["evaluate"]["kid_subsets"],
-        kid_subset_size=config["evaluate"]["kid_subset_size"],
+        args=evaluate_args,
     shell:
-        "python -m aot evaluate --samples {input.samples} --featnet {input.featnet} --ref {input.ref} "
-        "--out {output} --model {wildcards.model} --kid-subsets {params.kid_subsets} "
-        "--kid-subset-size {params.kid_subset_size} --threads {threads} > {log} 2>&1"
+        "python -m aot evaluate --samples {input.samples} --out {output} --model {wildcards.model} "
+        "{params.args} --threads {threads} > {log} 2>&1"

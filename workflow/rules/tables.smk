@@ -3,19 +3,67 @@ rule tables:
         metrics=expand(
             f"{R}/metrics/{{model}}/{{setting}}.json", model=MODELS, setting=SETTINGS
         ),
-        stats=expand(f"{R}/models/{{model}}/train.json", model=MODELS),
+        stats=expand(f"{R}/models/{{model}}/train.json", model=TRAINED),
+        trajectory=expand(
+            f"{R}/trajectory/{{model}}/{{tsetting}}.json",
+            model=MODELS,
+            tsetting=TSETTINGS,
+        ),
     output:
-        scores_csv=f"results/tables/{EXP}/scores.csv",
-        scores_md=f"results/tables/{EXP}/scores.md",
-        pairing_csv=f"results/tables/{EXP}/pairing.csv",
-        pairing_md=f"results/tables/{EXP}/pairing.md",
+        **{
+            f"{name}_{ext}": f"results/tables/{EXP}/{name}.{ext}"
+            for name in TABLES
+            for ext in ("md", "tex")
+        },
+        **{
+            f"{name}_csv": report(
+                f"results/tables/{EXP}/{name}.csv",
+                caption=f"../report/{name}.rst",
+                category="Tables",
+            )
+            for name in TABLES
+        },
     log:
         f"{R}/logs/tables.log",
     localrule: True
     conda:
         "../envs/aot.yaml"
     params:
-        out_dir=lambda wc, output: str(Path(output.scores_md).parent),
+        out_dir=lambda wc, output: Path(output.scores_csv).parent,
     shell:
         "python -m aot tables --metrics {input.metrics} --stats {input.stats} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--trajectory {input.trajectory} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        metrics=rules.tables.input.metrics,
+        stats=rules.tables.input.stats,
+        trajectory=rules.tables.input.trajectory,
+    output:
+        **{
+            name: report(
+                f"{R}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in ("score_vs_nfe", "score_vs_rho", "loss")
+        },
+        **{
+            f"trajectory_{t}": report(
+                f"{R}/figures/trajectory-{t}.png",
+                caption="../report/trajectory.rst",
+                category="Figures",
+            )
+            for t in TSETTINGS
+        },
+    log:
+        f"{R}/logs/figures.log",
+    localrule: True
+    conda:
+        "../envs/aot.yaml"
+    params:
+        out_dir=lambda wc, output: Path(output.loss).parent,
+    shell:
+        "python -m aot figures --metrics {input.metrics} --stats {input.stats} "
+        "--trajectory {input.trajectory} --out-dir {params.out_dir} > {log} 2>&1"

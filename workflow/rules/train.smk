@@ -1,6 +1,8 @@
 rule train:
     input:
         data=rules.prepare_dataset.output.data,
+    wildcard_constraints:
+        model="|".join(TRAINED) or "^$",
     output:
         net=f"{R}/models/{{model}}/network.pt",
         stats=f"{R}/models/{{model}}/train.json",
@@ -19,3 +21,21 @@ rule train:
         "{params.launch} -m aot train --data {input.data} --spec {params.spec:q} "
         "--run-dir {params.run_dir} --out {output.net} --stats {output.stats} "
         "--model {wildcards.model} --threads {threads} > {log} 2>&1"
+
+
+rule import_checkpoint:
+    wildcard_constraints:
+        model="|".join(IMPORTED) or "^$",
+    output:
+        net=f"{R}/models/{{model}}/network.pt",
+    log:
+        f"{R}/logs/import_checkpoint/{{model}}.log",
+    params:
+        src=checkpoint_source,
+        pairing=import_pairing,
+    localrule: True
+    conda:
+        "../envs/aot.yaml"
+    shell:
+        "python -m aot import-checkpoint --src {params.src:q} --pairing {params.pairing} "
+        "--out {output.net} > {log} 2>&1"

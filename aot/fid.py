@@ -1,0 +1,320 @@
+"""Inception FID comparable with the paper (paper-spec §4), built on clean-fid's ``legacy_tensorflow`` mode.
+
+The detector is NVIDIA's TorchScript port of TF Inception-v3, ``inception-2015-12-05.pt``, called by
+clean-fid's ``InceptionV3W`` with ``resize_inside=True``: images go in as float32 in [0, 255] at their native
+size (32x32) and the TorchScript model does the TF-compatible resize to 299x299 itself. The reference is
+clean-fid's precomputed ``cifar10_legacy_tensorflow_train_32.npz`` (50k training images), or any local npz
+with ``mu``/``sigma`` (clean-fid's stats or EDM's ``fid-refs/cifar10-32x32.npz``), or statistics of the
+prepared dataset.
+
+Assets are looked up, never silently replaced, and a missing one raises :class:`MissingAssetError` with one
+line that names the file, where it was looked for and the config key that points to it. Downloads use
+clean-fid's own functions into a temporary folder next to clean-fid's cache and are renamed into place, so an
+interrupted download never leaves a half file. The Frechet distance itself is :mod:`aot.metrics`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aot.metrics import frechet_distance, gaussian_stats, load_stats
+
+INCEPTION_FILE = "inception-2015-12-05.pt"
+# Where clean-fid caches its downloads (cleanfid/features.py: feature_extractor, get_reference_statistics);
+# module attributes, so tests and offline clusters can point them elsewhere.
+INCEPTION_CACHE_DIR = Path("./" if os.name == "nt" else "/tmp")
+CLEANFID_STATS_DIR = None  # None = <cleanfid package>/stats, clean-fid's own cache
+CLEANFID_STATS_BASE_URL = "https://www.cs.cmu.edu/~clean-fid/stats/"  # as in get_reference_statistics
+# Built-in references: name -> clean-fid (dataset_name, dataset_res, dataset_split) in legacy_tensorflow mode.
+CLEANFID_REFERENCES = {"cifar10": ("cifar10", 32, "train")}
+EDM_CIFAR10_REF_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz"
+
+
+class MissingAssetError(FileNotFoundError):
+    """An Inception weights file or reference statistics file is absent; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _inception_url() -> str:
+    from cleanfid import downloads_helper
+
+    return downloads_helper.inception_url
+
+
+# ----------------------------------------------------------------------------
+# Assets: Inception weights and reference statistics.
+
+
+def _download_into(dest: Path, fetch: Callable[[str], str]) -> None:
+    """Run clean-fid's ``fetch(folder) -> path`` in a temporary folder beside ``dest``; rename into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        got = Path(fetch(tmp))
+        if not got.is_file() or got.stat().st_size == 0:
+            raise OSError(f"download produced no data at {got}")
+        os.replace(got, dest)
+
+
+def _cached_or_download(dest: Path, fetch: Callable[[str], str], download: bool) -> str | None:
+    """None if ``dest`` is usable (present, or downloaded now); otherwise why not, for the error message."""
+    if dest.is_file() and dest.stat().st_size > 0:
+        return None
+    if not download:
+        return "(download disabled)" if not dest.exists() else "(empty or not a file; download disabled)"
+    try:
+        _download_into(dest, fetch)
+    except Exception as e:  # offline, HTTP error, read-only cache, interrupted transfer
+        return f"and its download failed ({type(e).__name__}: {e})"
+    return None
+
+
+def inception_weights(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """Path of ``inception-2015-12-05.pt``: ``path`` (``evaluate.inception_weights``) or clean-fid's cache.
+
+    ``path`` may be the file or a folder holding it; a missing explicit path is an error (no fallback). With
+    no path, clean-fid's cache (``/tmp/inception-2015-12-05.pt``) is used, and if absent and ``download`` is
+    true the file is fetched with clean-fid's ``check_download_inception`` and renamed into the cache.
+    """
+    url = _inception_url()
+    if path is not None:
+        p = Path(path)
+        p = p / INCEPTION_FILE if p.is_dir() else p
+        if p.is_file() and p.stat().st_size > 0:
+            return p
+        raise MissingAssetError(
+            f"{INCEPTION_FILE} not found: looked at {p} (config evaluate.inception_weights); "
+            f"download {url} to that path, or set evaluate.inception_weights to null to use clean-fid's cache"
+        )
+    from cleanfid import downloads_helper
+
+    dest = Path(INCEPTION_CACHE_DIR) / INCEPTION_FILE
+    why = _cached_or_download(dest, downloads_helper.check_download_inception, download)
+    if why is not None:
+        raise MissingAssetError(
+            f"{INCEPTION_FILE} not found: looked in clean-fid's cache {dest} {why}; download {url} there, "
+            f"or set evaluate.inception_weights to a local copy"
+        )
+    return dest
+
+
+def cleanfid_stats_url(name: str, res: int, split: str, mode: str = "legacy_tensorflow") -> str:
+    """The URL that clean-fid's ``get_reference_statistics(name, res, mode, split=split)`` downloads."""
+    return f"{CLEANFID_STATS_BASE_URL}/{f'{name}_{mode}_{split}_{res}.npz'.lower()}"
+
+
+def _cleanfid_stats_dir() -> Path:
+    if CLEANFID_STATS_DIR is not None:
+        return Path(CLEANFID_STATS_DIR)
+    import cleanfid
+
+    return Path(cleanfid.__file__).parent / "stats"
+
+
+def _read_stats(path: Path, key_hint: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        mu, sigma, _ = load_stats(path)
+    except Exception as e:  # missing key, not a zip, truncated, pickled object arrays
+        raise ValueError(
+            _one_line(f"{path}: not an npz with mu and sigma ({type(e).__name__}: {e}); {key_hint}")
+        ) from None
+    finite = np.isfinite(mu).all() and np.isfinite(sigma).all()
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]) or not finite:
+        raise ValueError(f"{path}: expected finite mu (D,), sigma (D, D); got {mu.shape}, {sigma.shape}")
+    return mu, sigma
+
+
+def reference_stats(
+    name: str = "cifar10", *, path: str | os.PathLike | None = None, download: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inception reference (mu, sigma): a local npz ``path``, else clean-fid's legacy_tensorflow statistics.
+
+    ``path`` (config ``evaluate.fid_ref``) holds ``mu`` (2048,) and ``sigma`` (2048, 2048): clean-fid's stats
+    or EDM's ``fid-refs`` npz. Without it, ``name`` picks clean-fid's precomputed statistics (``cifar10``:
+    ``cifar10_legacy_tensorflow_train_32.npz``, the 50k training images) from clean-fid's cache, downloaded
+    with clean-fid's ``check_download_url`` if absent and ``download`` is true.
+    """
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise MissingAssetError(
+                f"reference statistics {p.name} not found: looked at {p} (config evaluate.fid_ref); put an "
+                f"npz with mu/sigma there (clean-fid's stats, or EDM's {EDM_CIFAR10_REF_URL}) or set "
+                f"evaluate.fid_ref to {' or '.join(CLEANFID_REFERENCES)} or dataset"
+            )
+        return _read_stats(p, "evaluate.fid_ref must point to clean-fid or EDM reference statistics")
+    if name not in CLEANFID_REFERENCES:
+        raise ValueError(f"unknown reference {name!r}: built-in {sorted(CLEANFID_REFERENCES)}, or pass path=")
+    from cleanfid import downloads_helper
+
+    url = cleanfid_stats_url(*CLEANFID_REFERENCES[name])
+    fname = url.rsplit("/", 1)[1]
+    dest = _cleanfid_stats_dir() / fname
+    why = _cached_or_download(dest, partial(downloads_helper.check_download_url, url=url), download)
+    if why is not None:
+        raise MissingAssetError(
+            f"{fname} not found: looked in clean-fid's cache {dest} {why}; download {url} there, or set "
+            f"evaluate.fid_ref to a local npz with mu/sigma"
+        )
+    return _read_stats(dest, f"delete it so clean-fid downloads it again from {url}")
+
+
+# ----------------------------------------------------------------------------
+# Features.
+
+
+def _load_inception(weights: Path, device: str) -> torch.nn.Module:
+    """clean-fid's ``InceptionV3W`` in legacy_tensorflow mode (``resize_inside=True``), read from ``weights``.
+
+    ``InceptionV3W.__init__`` only takes a folder and a fixed file name (``torch.jit.load(<folder>/<name>)``);
+    this does the same load from any file, with ``map_location``, and keeps clean-fid's ``forward``:
+    ``self.base(x, return_features=True).view((bs, 2048))``.
+    """
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    try:
+        with warnings.catch_warnings():  # recent torch deprecates TorchScript; the weights exist only as .pt
+            warnings.filterwarnings("ignore", r".*torch\.jit\.load.* is deprecated", FutureWarning)
+            base = torch.jit.load(str(weights), map_location=device).eval()
+        layers = base.layers
+    except Exception as e:  # not TorchScript, truncated, or another network
+        raise ValueError(
+            _one_line(f"{weights}: not the TorchScript Inception {INCEPTION_FILE} ({type(e).__name__}: {e}); "
+                      f"replace it with {_inception_url()} (config evaluate.inception_weights)")
+        ) from None
+    model = InceptionV3W.__new__(InceptionV3W)
+    torch.nn.Module.__init__(model)
+    model.base, model.layers, model.resize_inside = base, layers, True
+    return model.eval().requires_grad_(False)
+
+
+class InceptionFeatures:
+    """2048-d pool features of TF Inception-v3, computed as clean-fid's ``legacy_tensorflow`` mode does.
+
+    Parameters
+    ----------
+    weights : Path
+        A local ``inception-2015-12-05.pt`` (see :func:`inception_weights`); nothing is downloaded here.
+    device : str
+        Torch device for the network; features always come back on the CPU.
+    batch_size : int
+        Images per forward pass (results do not depend on it beyond float rounding).
+    """
+
+    def __init__(self, weights: str | os.PathLike, device: str = "cpu", batch_size: int = 200):
+        weights = Path(weights)
+        if not weights.is_file():
+            raise MissingAssetError(
+                f"{INCEPTION_FILE} not found: looked at {weights} (config evaluate.inception_weights); "
+                f"download {_inception_url()} there"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.weights, self.device, self.batch_size = weights, torch.device(device), batch_size
+        self.model = _load_inception(weights, device)
+
+    def __call__(self, images_uint8_nchw: np.ndarray) -> np.ndarray:
+        """Features of uint8 images.
+
+        Parameters
+        ----------
+        images_uint8_nchw : ndarray, shape (N, C, H, W), uint8, C in {1, 3}
+            Native resolution; grayscale is repeated to 3 channels (PIL ``convert('RGB')`` in clean-fid).
+
+        Returns
+        -------
+        ndarray, shape (N, 2048), float64
+        """
+        x = np.asarray(images_uint8_nchw)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0:
+            raise ValueError(f"expected uint8 images (N >= 1, C in {{1, 3}}, H, W), got {x.dtype} {x.shape}")
+        feats = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], self.batch_size):
+                batch = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
+                batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch  # (B, 3, H, W)
+                # clean-fid: ToTensor()(uint8 HWC) * 255 -> float32 in [0, 255] (exact for every uint8 value);
+                # the legacy_tensorflow resizer is the identity, the TorchScript model resizes inside.
+                batch = batch.to(torch.float32).contiguous()
+                # clean-fid's get_batch_features: model(batch) under no_grad -> (B, 2048) float32.
+                feats.append(self.model(batch).cpu().numpy())
+        return np.concatenate(feats).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------
+# FID.
+
+
+def dataset_stats(
+    images_uint8_nchw: np.ndarray, features: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (mu, sigma) of a prepared image set, e.g. the 50k training images (store with save_stats)."""
+    return gaussian_stats(features(images_uint8_nchw))
+
+
+def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
+    """FID of one feature set against reference statistics (paper-spec §4; aot.metrics.frechet_distance)."""
+    mu, sigma = gaussian_stats(feats)
+    return frechet_distance(mu, sigma, mu_ref, sigma_ref)
+
+
+def fid_blocks(
+    images: np.ndarray,
+    seeds: np.ndarray,
+    features: Callable[[np.ndarray], np.ndarray],
+    mu_ref: np.ndarray,
+    sigma_ref: np.ndarray,
+    *,
+    block: int = 50000,
+) -> dict:
+    """FID per disjoint block of ``block`` images taken in seed order; min and mean over blocks.
+
+    EDM/AOT: three runs of 50k images (seeds 0-49999, 50000-99999, 100000-149999), report the minimum.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, C, H, W), uint8
+    seeds : ndarray, shape (N,), int
+        One distinct seed per image; N must be a multiple of ``block``.
+    features : callable
+        images -> (n, D) features, e.g. :class:`InceptionFeatures`.
+
+    Returns
+    -------
+    dict
+        ``fid_min``, ``fid_mean``, ``fid_blocks`` (one per block, in seed order) and ``block_seeds``
+        ([lowest, highest] seed of each block, inclusive).
+    """
+    seeds = np.asarray(seeds)
+    N = len(images)
+    if seeds.shape != (N,):
+        raise ValueError(f"seeds must have shape ({N},) like the images, got {seeds.shape}")
+    if block < 2:
+        raise ValueError(f"block must be >= 2, got {block}")
+    if N == 0 or N % block != 0:
+        raise ValueError(
+            f"{N} images is not a multiple of block={block} (remainder {N % block}); "
+            f"generate {block - N % block} more or change evaluate.fid_block"
+        )
+    if len(np.unique(seeds)) != N:
+        raise ValueError("seeds are not distinct: the blocks would not be disjoint")
+    order = np.argsort(seeds, kind="stable")
+    fids, block_seeds = [], []
+    for b in range(N // block):
+        idx = order[b * block : (b + 1) * block]
+        fids.append(fid_from_features(features(images[idx]), mu_ref, sigma_ref))
+        block_seeds.append([int(seeds[idx[0]]), int(seeds[idx[-1]])])
+    return dict(fid_min=min(fids), fid_mean=float(np.mean(fids)), fid_blocks=fids, block_seeds=block_seeds)
