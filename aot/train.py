@@ -192,6 +192,10 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
           progress: bool = True, model_name: str = "") -> dict:
     """Train (or resume) one model; write the EMA network to ``out`` and a summary JSON to ``stats_out``."""
     rank, world, device = init_distributed(spec.device)
+    if device.type == "cuda":  # EDM: fp32 without TF32, cuDNN autotuning on
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     per_proc = spec.batch // world
     batch_gpu = spec.batch_gpu or per_proc
     rounds = per_proc // batch_gpu
@@ -325,7 +329,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                     with ctx:
                         loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
                         loss.sum().mul(1 / per_proc).backward()
-                    tick_losses.append(loss.detach().mean().item())
+                    tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
                 # Update weights (EDM: lr ramp, NaN/Inf cleanup).
                 lr = learning_rate(spec, cur_nimg)
                 for g in opt.param_groups:
@@ -346,7 +350,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                 if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
                     recent = history[-max(1, len(history) // 10):]
                     now = time.perf_counter()
-                    line = dict(kimg=round(cur_nimg / 1000, 3), loss=float(np.mean(tick_losses)),
+                    line = dict(kimg=round(cur_nimg / 1000, 3), loss=torch.stack(tick_losses).mean().item(),
                                 sec=round(now - t_start, 2),
                                 kimg_per_s=(cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9),
                                 dist_paired=float(np.mean([h["dist_paired"] for h in recent])),

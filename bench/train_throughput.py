@@ -23,6 +23,7 @@ import torch
 
 from aot.data import synthetic_dataset
 from aot.networks import count_parameters
+from aot.pairing import resolve_solver
 from aot.train import TrainSpec, build_denoiser, train
 
 CASES = {
@@ -70,7 +71,8 @@ def main() -> None:
     ds = synthetic_dataset(n_train=max(4096, 2 * args.pool), n_test=64, channels=3, resolution=32)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# device: {args.device} ({dev}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, pool {args.pool}, cond {args.cond}, augment_p {args.augment}")
+          f"batch {args.batch}, pool {args.pool}, cond {args.cond}, augment_p {args.augment}, "
+          f"solver {resolve_solver('auto').__name__}")
     rows = []
     for case in args.cases.split(","):
         default_kimg = args.kimg or (1.024 if case == "tiny" or args.device != "cpu" else 0.064)

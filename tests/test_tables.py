@@ -1,0 +1,87 @@
+"""The paper's tables: our numbers land in the right cells, missing rows stay, the paper's numbers are intact."""
+
+import pandas as pd
+import pytest
+
+from aot.paper import TABLE4, TABLE4_RHOS, paper_fid
+from aot.tables import pairing_table, score_table, table3, table4, table5, table12, to_latex, to_markdown
+
+
+def metric(model, pairing, rho, steps, value, seeds=(0, 999)):
+    return dict(model=model, pairing=pairing, rho=rho, steps=steps, nfe=2 * steps - 1, num_images=1000,
+                seed_first=seeds[0], seed_last=seeds[1], cond=model.endswith("-cond"),
+                scores={"featnet": dict(metric="FD (featnet-v1)", value=value, kid=0.01)})
+
+
+@pytest.fixture
+def scores():
+    return score_table([
+        metric("edm-uncond", "none", 7, 18, 5.0),
+        metric("aot-uncond", "aot", 7, 18, 4.0),
+        metric("aot-uncond", "aot", 90, 14, 3.0),
+        metric("aot-uncond", "aot", 27, 8, 9.0),
+        metric("aot-uncond", "aot", 81, 8, 8.0),
+        metric("aot-cond", "aot", 72, 15, 2.5),
+        metric("knn-uncond", "knn", 7, 18, 6.0),
+    ])
+
+
+def test_paper_lookup():
+    assert paper_fid("none", "uncond", 7, 18) == (1.97, "Table 1")
+    assert paper_fid("aot", "cond", 72, 15) == (1.73, "Table 2")
+    assert paper_fid("aot", "uncond", 81, 14) == (TABLE4[("aot", 14)][TABLE4_RHOS.index(81)], "Table 4")
+    assert paper_fid("knn", "uncond", 7, 18) == (None, "")
+    assert paper_fid("none", "uncond", 90, 14) == (None, "")
+
+
+def test_table1_rows_kept_and_filled(scores):
+    t = table12(scores, "uncond")
+    assert list(t.model) == ["EDM", "PFGM++", "STF", "EDM-AOT", "EDM-AOT"]
+    assert list(t.paper_fid) == [1.97, 1.91, 1.90, 1.95, 1.88]
+    assert list(t.ours[[0, 3, 4]]) == [5.0, 4.0, 3.0] and t.ours[[1, 2]].isna().all()
+    assert t.note[1] == "prior work (not run here)" and (t.metric == "FD (featnet-v1)").all()
+    t2 = table12(scores, "cond")
+    assert t2.ours.isna().sum() == 3 and t2.ours.iloc[3] == 2.5 and t2.note[0] == "not run"
+
+
+def test_table4_every_cell_with_setting(scores):
+    t = table4(scores)
+    assert len(t) == 50 and t.NFE.isin([35, 27, 15]).all()
+    cell = t[(t.model == "EDM-AOT") & (t.steps == 8) & (t.rho == 27)].iloc[0]
+    assert cell.ours == 9.0 and cell.paper_fid == 3.06 and cell.seeds == "0-999" and cell.samples == 1000
+    # Only (aot, 8 steps) at rho 27 and 81 are Table 4 cells: rho 7 and 90 are not among its rhos.
+    assert t.ours.notna().sum() == 2
+
+
+def test_table5_best_rho_per_nfe(scores):
+    t = table5(scores)
+    assert len(t) == 32
+    row = t[(t.model == "EDM-AOT uncond") & (t.NFE == 15)].iloc[0]
+    assert row.ours == 8.0 and row.rho == 81 and row.paper_fid == 3.06  # best of rho 27 (9.0) and 81 (8.0)
+    assert t[t.model == "EDM uncond"].ours.isna().all()  # rho 7 is not one of Table 5's rhos
+
+
+def test_other_pairings_only_in_scores(scores):
+    assert "knn" in set(scores.pairing)
+    assert not (table12(scores, "uncond").ours == 6.0).any()
+
+
+def test_table3_is_all_missing_ours():
+    t = table3()
+    assert len(t) == 3 and t.ours_uncond.isna().all() and list(t.paper_fid_uncond) == [1.77, 1.70, 1.68]
+
+
+def test_formats():
+    df = pd.DataFrame([dict(model="EDM_x", ours=None, paper_fid=1.97, NFE=35)])
+    md = to_markdown(df, "T", "note")
+    assert "| EDM_x | — | 1.97 | 35 |" in md
+    tex = to_latex(df, "cap")
+    assert r"EDM\_x & -- & 1.97 & 35 \\" in tex and tex.count(r"\begin{tabular}") == 1
+
+
+def test_pairing_table_reduction():
+    t = pairing_table([dict(model="aot-cond", pairing="aot", pool=512, kimg=1.0, mean_dist_paired=9.0,
+                            mean_dist_independent=10.0, dist_reduction=0.1, solve_seconds_mean=0.004,
+                            wait_fraction=0.001)])
+    assert t.reduction_pct.iloc[0] == pytest.approx(10.0) and t.solve_ms.iloc[0] == pytest.approx(4.0)
+    assert pairing_table([]).empty
