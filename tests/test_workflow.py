@@ -45,14 +45,35 @@ def test_default_dry_run_has_every_model_and_setting():
     assert jobs["train"] == 4 and jobs["sample"] == 16 and jobs["evaluate"] == 16 and jobs["trajectory"] == 4
 
 
-@pytest.mark.parametrize("name, cells", [("cifar10-uncond", 15), ("cifar10-cond", 9)])
-def test_paper_configs_list_fid50k_jobs_for_every_cell(name, cells):
-    r = run(["-n", "-p", "--forceall", "--configfile", f"config/{name}.yaml"])
+def paper_cells(cond: str) -> set[tuple[str, str]]:
+    """(arm, setting) of every cell of the paper's Tables 1/2, 4 (uncond) and 5, from aot/paper.py."""
+    from aot.config import setting_name
+    from aot.paper import TABLE1_ROWS, TABLE2_ROWS, TABLE4, TABLE4_RHOS, TABLE5, TABLE5_NFES
+    from aot.tables import TABLE5_RHOS
+
+    cells = {(arm, setting_name(rho, steps)) for _, arm, rho, steps, _, _ in
+             (TABLE1_ROWS if cond == "uncond" else TABLE2_ROWS) if arm}
+    if cond == "uncond":
+        cells |= {(arm, setting_name(rho, steps)) for arm, steps in TABLE4 for rho in TABLE4_RHOS}
+    cells |= {(arm, setting_name(rho, (n + 1) // 2)) for arm, c in TABLE5 if c == cond for n in TABLE5_NFES
+              for rho in TABLE5_RHOS}
+    return cells
+
+
+@pytest.mark.parametrize("cond", ["uncond", "cond"])
+def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
+    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"])
     assert r.returncode == 0, r.stderr[-2000:]
+    evaluated = set()
+    for block in r.stdout.split("rule evaluate:")[1:]:
+        m = re.search(r"wildcards: model=(\w+)-(\w+), setting=(\S+)", block)
+        evaluated.add((m.group(1), m.group(3)))
+    missing = paper_cells(cond) - evaluated
+    assert not missing, sorted(missing)
     jobs = job_counts(r.stdout)
-    # 2 arms x cells settings, each scored on 3 disjoint blocks of 50k seeds sampled in 15 shards of 10k.
-    assert jobs["evaluate"] == 2 * cells and jobs["sample"] == 2 * cells * 15 and jobs["fid_ref"] == 1
-    assert "fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
+    # Each (model, setting) is scored on 3 disjoint blocks of 50k seeds, sampled in 15 shards of 10k.
+    assert jobs["sample"] == 15 * jobs["evaluate"] and jobs["fid_ref"] == 1
+    assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
 def test_slurm_profile_dry_run():
