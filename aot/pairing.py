@@ -19,7 +19,6 @@ where the host has cores to spare. ``BackgroundPairer`` runs the pairing of the 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -254,16 +253,14 @@ def pair_noise(
 
 
 def default_solve_threads() -> int:
-    """Threads for the per-group solves: a quarter of this process's CPUs, at most 4, at least 1.
+    """Threads for the per-group solves: half of torch's intra-op threads, at most 4, at least 1.
 
-    The pairing runs beside training (``BackgroundPairer``), so it takes a minority of the cores: 1 thread on
-    a 2-core box (a second one only competes with the training step), 4 on a 16-core GPU host.
+    The pairing runs beside training (``BackgroundPairer``), so it takes a minority share of the threads the
+    process was given (``torch.set_num_threads``, ``python -m aot train --threads``): 1 on a 2-core box or a
+    1-thread job, where a second solver thread would only compete with the training step; 4 on a 16-core GPU
+    host, where the ten ~205-image per-class problems of a 2048 pool then run 4 at a time.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus // 4))
+    return max(1, min(4, torch.get_num_threads() // 2))
 
 
 class BackgroundPairer:

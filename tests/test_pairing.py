@@ -227,8 +227,14 @@ def test_block_costs_match_per_group_cost_matrices(squared):
         np.testing.assert_allclose(block.view(k, k).numpy(), want, rtol=1e-5, atol=1e-4)
 
 
-def test_default_solve_threads_is_small_and_positive():
-    assert 1 <= pairing.default_solve_threads() <= 4
+def test_default_solve_threads_is_half_of_torch_threads_capped():
+    before = torch.get_num_threads()
+    try:
+        for torch_threads, want in [(1, 1), (2, 1), (4, 2), (8, 4), (32, 4)]:
+            torch.set_num_threads(torch_threads)
+            assert pairing.default_solve_threads() == want
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_per_class_in_threads_is_optimal_per_class():
