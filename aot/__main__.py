@@ -103,7 +103,7 @@ def cmd_trajectory(a) -> None:
 
 
 def cmd_grid(a) -> None:
-    from aot.generate import load_samples, save_grid
+    from aot.images import load_samples, save_grid
 
     images = load_samples([a.samples])[0]
     save_grid(a.out, images, nrow=a.nrow)

@@ -1,5 +1,7 @@
 """Checkpoints are plain data: a state_dict, the constructor arguments, and the resolved config.
 
+Torch is imported lazily, so the atomic writers also serve stages that never import it.
+
 Nothing here pickles code: files are written with ``torch.save`` of tensors, numbers, strings, lists and
 dicts only, and read back with ``torch.load(..., weights_only=True)``. Writes are atomic (temp file +
 ``os.replace``), so a run killed mid-write never leaves a truncated checkpoint behind.
@@ -11,9 +13,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "aot-checkpoint/1"
 
@@ -56,6 +59,8 @@ def save_checkpoint(
 
     ``kind`` names the model family (e.g. ``"denoiser"``, ``"featnet"``) so a loader can refuse the wrong file.
     """
+    import torch
+
     payload = {
         "format": FORMAT,
         "kind": kind,
@@ -69,6 +74,8 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` without unpickling any code."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

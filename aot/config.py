@@ -100,7 +100,8 @@ def semantic_errors(cfg: dict) -> list[str]:
     tr = cfg.get("trajectory", {})
     for g in tr.get("settings", []):
         if g["steps"] < tr["columns"]:
-            out.append(f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a trajectory setting")
+            out.append(f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a "
+                       "trajectory setting")
     if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
         out.append("dataset.archive: only used with source: cifar10; remove it")
     return out

@@ -89,7 +89,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
           kid_subset_size: int = 1000, fid_ref: str | Path | None = None, inception_weights: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
-    from aot.generate import load_samples
+    from aot.images import load_samples
 
     t0 = time.perf_counter()
     images, labels, seeds, metas = load_samples(sample_paths)

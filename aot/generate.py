@@ -7,7 +7,6 @@ seed i (one generator per seed), so any seed range can be split into shards and 
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aot.checkpoint import atomic_write_bytes
 from aot.data import to_uint8
+from aot.images import load_samples, save_grid, save_samples  # noqa: F401 (re-exported)
 from aot.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
 
 
@@ -57,47 +56,6 @@ def generate(
                 train=ckpt["config"])
     return dict(images=np.concatenate(images), labels=np.concatenate(labels).astype(np.int64),
                 seeds=np.array(seeds, dtype=np.int64), meta=np.array(json.dumps(meta, sort_keys=True)))
-
-
-def save_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
-
-
-def load_samples(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """Concatenate sample shards -> (images, labels, seeds, metas); refuses overlapping seeds."""
-    imgs, labels, seeds, metas = [], [], [], []
-    for p in paths:
-        with np.load(p, allow_pickle=False) as z:
-            imgs.append(z["images"])
-            labels.append(z["labels"])
-            seeds.append(z["seeds"])
-            metas.append(json.loads(str(z["meta"])))
-    seeds_all = np.concatenate(seeds)
-    if len(np.unique(seeds_all)) != len(seeds_all):
-        raise ValueError("sample shards overlap in seeds; each shard must cover a disjoint seed range")
-    return np.concatenate(imgs), np.concatenate(labels), seeds_all, metas
-
-
-def save_grid(path: str | Path, images: np.ndarray, nrow: int = 16, scale: int = 4) -> None:
-    """First nrow^2 images as one PNG (nearest-neighbour upscaled so 8x8 digits are visible)."""
-    from PIL import Image
-
-    n = min(len(images), nrow * nrow)
-    x = torch.as_tensor(images[:n])
-    c, h, w = x.shape[1:]
-    rows = -(-n // nrow)
-    canvas = torch.zeros((c, rows * (h + 1) + 1, nrow * (w + 1) + 1), dtype=torch.uint8)
-    for i in range(n):
-        r, q = divmod(i, nrow)
-        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[i]
-    arr = canvas.permute(1, 2, 0).numpy()
-    img = Image.fromarray(arr[..., 0] if c == 1 else arr)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
 
 
 def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str | Path, *, rho: float, steps: int,

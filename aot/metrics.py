@@ -14,15 +14,17 @@ Conventions follow EDM's ``fid.py`` and clean-fid's ``fid.py``:
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import linalg
+
+from aot.checkpoint import atomic_write_bytes
 
 # ----------------------------------------------------------------------------
 # Gaussian statistics and the Frechet distance.
@@ -181,18 +183,9 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, **met
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"expected mu (D,) and sigma (D, D), got {mu.shape} and {sigma.shape}")
     meta_json = json.dumps(meta, sort_keys=True)  # raises TypeError before any file is touched
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, meta=np.array(meta_json))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, meta=np.array(meta_json))
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
 
 
 def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -13,8 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from aot.checkpoint import atomic_write_text
-from aot.paper import (PAPER_ARM, TABLE1_ROWS, TABLE2_ROWS, TABLE3_ROWS, TABLE4, TABLE4_RHOS, TABLE5,
-                       TABLE5_NFES, paper_fid)
+from aot.paper import (
+    PAPER_ARM,
+    TABLE1_ROWS,
+    TABLE2_ROWS,
+    TABLE3_ROWS,
+    TABLE4,
+    TABLE4_RHOS,
+    TABLE5,
+    TABLE5_NFES,
+    paper_fid,
+)
 from aot.samplers import nfe as nfe_of
 
 TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
@@ -152,8 +161,10 @@ def to_markdown(df: pd.DataFrame, title: str, note: str) -> str:
     for r in df.itertuples(index=False):
         cells = []
         for c, v in zip(cols, r, strict=True):
-            if isinstance(v, float):
-                cells.append(_fmt(v, 2 if "paper" in c else (2 if c == "rho" else 4)))
+            if isinstance(v, float) and not _missing(v) and c in ("rho", "steps", "NFE", "samples", "pool"):
+                cells.append(f"{v:g}")
+            elif isinstance(v, float):
+                cells.append(_fmt(v, 2 if "paper" in c else 4))
             else:
                 cells.append(MISSING if v is None or v == "" else str(v))
         lines.append("| " + " | ".join(cells) + " |")

@@ -30,7 +30,7 @@ from aot.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
-from aot.networks import make_network, network_ctor
+from aot.networks import network_ctor
 from aot.precond import EDMPrecond
 
 
@@ -290,7 +290,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} "
                    "kimg [{elapsed}<{remaining}, {rate_fmt}]")
     t_start, tick_start_nimg, tick_losses = time.perf_counter(), cur_nimg, []
-    tick_start_time = t_start
+    tick_start_time, tick_start_pool = t_start, len(history)
     next_state_nimg = (cur_nimg // int(spec.state_kimg * 1000) + 1) * int(spec.state_kimg * 1000)
     wait_total, step_time_total = 0.0, 0.0
 
@@ -306,7 +306,8 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
             if cur_nimg >= next_state_nimg:
                 dump_state(before)
                 next_state_nimg += int(spec.state_kimg * 1000)
-            pending = draw_pool()
+            # Prefetch only if this pool does not finish the run (no pairing is computed for nothing).
+            pending = draw_pool() if cur_nimg + spec.pool * world < total_nimg else None
             history.append(dict(kimg=cur_nimg / 1000, dist_paired=pair.mean_dist_paired,
                                 dist_independent=pair.mean_dist_independent, solve_s=pair.solve_seconds,
                                 cost_s=pair.cost_seconds, wait_s=wait))
@@ -348,7 +349,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                 if bar is not None:
                     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
                 if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
-                    recent = history[-max(1, len(history) // 10):]
+                    recent = history[tick_start_pool:] or history[-1:]  # the pools of this tick
                     now = time.perf_counter()
                     line = dict(kimg=round(cur_nimg / 1000, 3), loss=torch.stack(tick_losses).mean().item(),
                                 sec=round(now - t_start, 2),
@@ -365,6 +366,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                                f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
                         (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
                     tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
+                    tick_start_pool = len(history)
             else:
                 pool_done = True
         if pending is not None:
@@ -376,8 +378,9 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
     log_path = run_dir / "log.jsonl"
     summary["ticks"] = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
-    if pending is not None and pool_done:  # a later, longer run resumes exactly from here
-        dump_state(pending[0])
+    if pool_done:  # a later, longer run resumes exactly from here
+        dump_state(pending.before if pending is not None else
+                   {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()})
     if rank == 0:
         save_checkpoint(out, kind="denoiser", state_dict=ema.state_dict(), ctor=ctor, config=asdict(spec),
                         extra={"kimg": cur_nimg / 1000, "dataset": ds.meta})
