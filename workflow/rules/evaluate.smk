@@ -21,6 +21,9 @@ rule featnet:
         "--lr {params.lr} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
+# Inception FID needs clean-fid's TF-Inception weights (inception-2015-12-05.pt) and, for fid_ref: cifar10, its
+# CIFAR-10 train statistics: both are downloaded on first use. Offline clusters set evaluate.inception_weights
+# and evaluate.fid_ref to local copies; a missing file stops the job with one line naming it and the key.
 rule fid_ref:
     input:
         unpack(fid_ref_inputs),
@@ -42,6 +45,8 @@ rule fid_ref:
             else ""
         ),
         device=config["evaluate"]["device"],
+    message:
+        "Inception reference statistics ({params.source}); downloads clean-fid's weights/statistics on first use"
     shell:
         "python -m aot fid-ref --source {params.source} {params.data} {params.weights} "
         "--device {params.device} --out {output} --threads {threads} > {log} 2>&1"
@@ -61,6 +66,9 @@ rule evaluate:
         gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
     params:
         args=evaluate_args,
+        metrics=" + ".join(METRICS),
+    message:
+        "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics}); inception downloads its weights on first use"
     shell:
         "python -m aot evaluate --samples {input.samples} --out {output} --model {wildcards.model} "
         "{params.args} --threads {threads} > {log} 2>&1"
