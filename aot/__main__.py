@@ -64,7 +64,8 @@ def cmd_featnet(a) -> None:
 
 
 def cmd_sample(a) -> None:
-    from aot.generate import generate, save_grid, save_samples
+    from aot.generate import generate
+    from aot.images import save_grid, save_samples
 
     _threads(a.threads)
     arrays = generate(a.ckpt, rho=a.rho, steps=a.steps, seeds=a.seeds, batch=a.batch, sigma_min=a.sigma_min,

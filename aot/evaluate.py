@@ -8,7 +8,6 @@ models trained on the same small dataset but are NOT comparable to published Inc
 from __future__ import annotations
 
 import io
-import json
 import time
 from pathlib import Path
 
@@ -132,7 +131,3 @@ def fid_reference(source: str, out: str | Path, *, dataset: str | Path | None = 
         meta = dict(source=str(source))
     save_stats(out, mu, sigma, **meta)
     return meta
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

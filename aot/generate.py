@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aot.data import to_uint8
-from aot.images import load_samples, save_grid, save_samples  # noqa: F401 (re-exported)
+from aot.images import save_grid
 from aot.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
 
 
