@@ -213,13 +213,16 @@ def test_solve_threads_do_not_change_the_result(kwargs, threads):
 
 
 @pytest.mark.parametrize("squared", [False, True])
-def test_block_costs_match_per_group_cost_matrices(squared):
+@pytest.mark.parametrize("split", ["classes", "micro-batches", "classes-in-micro-batches", "pool"])
+def test_block_costs_match_per_group_cost_matrices(squared, split):
     y, eps = make_pool(60, seed=14, shape=(3, 8, 8))
     labels = torch.arange(60) % 4
     labels[7] = 9  # a group of one
-    groups = pairing.assignment_groups(60, labels)
+    labels = labels if "classes" in split else None
+    micro_batch = 16 if "micro" in split else None  # 16, 16, 16, 12: consecutive ranges, used in place
+    groups = pairing.assignment_groups(60, labels, micro_batch)
     sizes = [len(idx) for idx in groups]
-    W_flat = pairing._block_costs(y, eps, torch.cat(groups), sizes, squared)
+    W_flat = pairing._block_costs(y, eps, groups, sizes, squared)
     assert W_flat.dtype == torch.float32 and W_flat.shape == (sum(k * k for k in sizes),)
     blocks = torch.split(W_flat, [k * k for k in sizes])
     for idx, k, block in zip(groups, sizes, blocks, strict=True):
