@@ -68,11 +68,29 @@ def cmd_sample(a) -> None:
     from aot.images import save_grid, save_samples
 
     _threads(a.threads)
+    if (a.dg_weight or a.dg_weight_2nd) and a.disc is None:
+        raise ValueError("--dg-weight needs --disc (a discriminator checkpoint from `python -m aot train-disc`)")
     arrays = generate(a.ckpt, rho=a.rho, steps=a.steps, seeds=a.seeds, batch=a.batch, sigma_min=a.sigma_min,
-                      sigma_max=a.sigma_max, device=a.device, progress=not a.no_progress)
+                      sigma_max=a.sigma_max, device=a.device, progress=not a.no_progress, disc_path=a.disc,
+                      dg_weight=a.dg_weight, dg_weight_2nd=a.dg_weight_2nd, dg_time_min=a.dg_time_min,
+                      dg_time_max=a.dg_time_max)
     save_samples(a.out, arrays)
     if a.grid:
         save_grid(a.grid, arrays["images"])
+
+
+def cmd_train_disc(a) -> None:
+    from aot.data import load_dataset
+    from aot.discriminator import DiscSpec, train_discriminator
+    from aot.images import load_samples
+
+    _threads(a.threads)
+    spec = DiscSpec.from_dict(json.loads(a.spec))
+    fake_images, fake_labels, _, _ = load_samples(a.fake)
+    summary = train_discriminator(spec, load_dataset(a.data), fake_images, fake_labels, out=a.out,
+                                  stats_out=a.stats, state_dir=a.state_dir, progress=not a.no_progress,
+                                  model_name=a.model)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), file=sys.stderr)
 
 
 def cmd_evaluate(a) -> None:
@@ -113,7 +131,7 @@ def cmd_grid(a) -> None:
 def cmd_tables(a) -> None:
     from aot.tables import write_tables
 
-    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory)
+    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory, a.disc_stats)
 
 
 def cmd_figures(a) -> None:
@@ -210,6 +228,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--grid", type=Path, default=None, help="also write a PNG grid of the first images")
+    s.add_argument("--disc", type=Path, default=None, help="Discriminator Guidance: discriminator checkpoint")
+    s.add_argument("--dg-weight", type=float, default=0.0, help="DG weight on the Euler evaluation (DG: 2 uncond)")
+    s.add_argument("--dg-weight-2nd", type=float, default=0.0, help="DG weight on the 2nd order correction")
+    s.add_argument("--dg-time-min", type=float, default=0.01, help="no guidance below this VP time")
+    s.add_argument("--dg-time-max", type=float, default=1.0, help="no guidance above this VP time")
+
+    s = stage("train-disc", cmd_train_disc, "Train a Discriminator Guidance discriminator (real vs generated "
+              "images, VP-diffused; optionally AOT-paired noise); resumes from --state-dir.")
+    s.add_argument("--data", required=True, type=Path, help="the prepared dataset (its training split is real)")
+    s.add_argument("--fake", required=True, nargs="+", type=Path, help="sample shards of the score model")
+    s.add_argument("--spec", required=True, help="JSON of aot.discriminator.DiscSpec fields")
+    s.add_argument("--state-dir", required=True, type=Path, help="resumable state (kept across reruns)")
+    s.add_argument("--out", required=True, type=Path, help="discriminator checkpoint (.pt)")
+    s.add_argument("--stats", required=True, type=Path, help="training summary (.json)")
+    s.add_argument("--model", default="", help="name recorded in the summary, e.g. aot_dg-cond")
 
     s = stage("evaluate", cmd_evaluate, "Score sample shards: FD/KID in the feature net's space and/or Inception FID.")
     s.add_argument("--samples", required=True, nargs="+", type=Path)
@@ -258,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", required=True, nargs="+", type=Path)
     s.add_argument("--stats", nargs="*", type=Path, default=[])
     s.add_argument("--trajectory", nargs="*", type=Path, default=[])
+    s.add_argument("--disc-stats", nargs="*", type=Path, default=[], help="discriminator training summaries")
     s.add_argument("--out-dir", required=True, type=Path)
 
     s = stage("figures", cmd_figures, "Score vs NFE and rho, loss curves, trajectory metrics (PNG).")
@@ -277,7 +311,8 @@ def parser() -> argparse.ArgumentParser:
     s = stage("check-config", cmd_check_config, "Validate config files (later files override earlier keys).")
     s.add_argument("configs", nargs="+")
 
-    for name in ("prepare", "train", "featnet", "sample", "evaluate", "fid-ref", "trajectory", "tables", "grid"):
+    for name in ("prepare", "train", "train-disc", "featnet", "sample", "evaluate", "fid-ref", "trajectory", "tables",
+                 "grid"):
         s = sub.choices[name]
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -30,10 +30,28 @@ def generate(
     sigma_max: float = 80.0,
     device: str = "cpu",
     progress: bool = True,
+    disc_path: str | Path | None = None,
+    dg_weight: float = 0.0,
+    dg_weight_2nd: float = 0.0,
+    dg_time_min: float = 0.01,
+    dg_time_max: float = 1.0,
 ) -> dict[str, np.ndarray]:
+    """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
+    weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0)."""
     from aot.train import load_denoiser
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
+    denoise, denoise_2nd, guidance = net, net, None
+    if disc_path is not None:
+        from aot.discriminator import load_discriminator
+        from aot.guidance import with_discriminator
+
+        disc, disc_ckpt = load_discriminator(disc_path, device=device)
+        window = dict(time_min=dg_time_min, time_max=dg_time_max)
+        denoise = with_discriminator(net, disc, dg_weight, **window)
+        denoise_2nd = with_discriminator(net, disc, dg_weight_2nd, **window)
+        guidance = dict(discriminator=str(disc_path), weight=dg_weight, weight_2nd=dg_weight_2nd, **window,
+                        discriminator_config=disc_ckpt["config"])
     arch = ckpt["ctor"]["network"]
     shape = (arch["in_channels"], arch["img_resolution"], arch["img_resolution"])
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
@@ -48,12 +66,12 @@ def generate(
                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for chunk in it:
         z, y = seeded_latents(chunk, shape, num_classes=net.label_dim, device=device)
-        x = heun_sample(net, z, sigmas, y)
+        x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd)
         images.append(to_uint8(x.to(torch.float32)))
         labels.append(y.cpu().numpy() if y is not None else np.full(len(chunk), -1, np.int64))
     meta = dict(rho=rho, steps=steps, nfe=nfe(steps), sigma_min=sigma_min, sigma_max=sigma_max,
                 seed_first=seeds[0], seed_last=seeds[-1], num_images=len(seeds), checkpoint=str(ckpt_path),
-                train=ckpt["config"])
+                train=ckpt["config"], **({"guidance": guidance} if guidance else {}))
     return dict(images=np.concatenate(images), labels=np.concatenate(labels).astype(np.int64),
                 seeds=np.array(seeds, dtype=np.int64), meta=np.array(json.dumps(meta, sort_keys=True)))
 

@@ -36,13 +36,17 @@ def heun_sample(
     sigmas: torch.Tensor,
     labels: torch.Tensor | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    denoise_2nd: Denoiser | None = None,
 ) -> torch.Tensor:
     """Deterministic Heun 2nd order ODE solve of dx/dsigma = (x - D(x; sigma)) / sigma (EDM Algorithm 1).
 
     z : Tensor, shape (B, C, H, W), unit Gaussian latents; sigmas : (steps + 1,) ending in 0.
     ``callback(i, x_i, denoised_i, sigma_i)`` sees every Euler step (for trajectory metrics).
+    ``denoise_2nd`` (default: ``denoise``) is used for the 2nd order correction; Discriminator Guidance guides
+    only the Euler evaluation by default (``aot.guidance``).
     The state is carried in float64 as EDM's generate.py does; the denoiser is called in float32.
     """
+    denoise_2nd = denoise if denoise_2nd is None else denoise_2nd
     sigmas = sigmas.to(device=z.device, dtype=torch.float64)
     x_next = z.to(torch.float64) * sigmas[0]
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
@@ -55,7 +59,7 @@ def heun_sample(
             callback(i, x_cur, denoised, t_cur)
         # Second order correction (skipped on the final step to sigma = 0).
         if t_next > 0:
-            denoised = denoise(x_next.to(torch.float32), t_next.to(torch.float32), labels).to(torch.float64)
+            denoised = denoise_2nd(x_next.to(torch.float32), t_next.to(torch.float32), labels).to(torch.float64)
             d_prime = (x_next - denoised) / t_next
             x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next
