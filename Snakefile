@@ -19,8 +19,8 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
-    setting="|".join(re.escape(s) for s in SETTINGS),
+    model="|".join(MODELS + GUIDED),
+    setting="|".join(re.escape(s) for s in ALL_SETTINGS),
     tsetting="|".join(re.escape(s) for s in TSETTINGS) or "^$",
     shard=r"\d+-\d+",
 
@@ -28,6 +28,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/guidance.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 

@@ -102,8 +102,43 @@ def semantic_errors(cfg: dict) -> list[str]:
         if g["steps"] < tr["columns"]:
             out.append(f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a "
                        "trajectory setting")
+    out += _guidance_errors(cfg)
     if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
         out.append("dataset.archive: only used with source: cifar10; remove it")
+    return out
+
+
+def _guidance_errors(cfg: dict) -> list[str]:
+    g = cfg.get("guidance", {})
+    if not g.get("runs") or not g.get("enabled", True):
+        return []
+    out = []
+    for name, run in g["runs"].items():
+        if run["arm"] not in cfg["arms"]:
+            out.append(f"guidance.runs.{name}.arm: '{run['arm']}' is not a key of arms ({', '.join(cfg['arms'])})")
+        if name in cfg["arms"]:
+            out.append(f"guidance.runs.{name}: the name is also an arm; give the run its own name (e.g. {name}_dg)")
+    if g["time_min"] >= g["time_max"]:
+        out.append(f"guidance.time_min: {g['time_min']} must be below guidance.time_max {g['time_max']}")
+    if g["extractor"] == "adm32" and not g["extractor_weights"]:
+        out.append("guidance.extractor_weights: extractor adm32 needs the path of DG's 32x32_classifier.pt")
+    if g["extractor"] == "none" and g["extractor_weights"]:
+        out.append("guidance.extractor_weights: only used with extractor: adm32; remove it")
+    f, s = g["fakes"], cfg["sample"]
+    ranges = {"sample": (s["seed_start"], s["seed_start"] + s["num_images"])}
+    tr = cfg.get("trajectory", {})
+    if tr.get("settings"):
+        ranges["trajectory"] = (tr["seed_start"], tr["seed_start"] + tr["num_images"])
+    for what, (lo, hi) in ranges.items():
+        if f["seed_start"] < hi and lo < f["seed_start"] + f["num_images"]:
+            out.append(f"guidance.fakes.seed_start: seeds {f['seed_start']}.. overlap the {what} seeds {lo}-{hi - 1}; "
+                       "move them past both")
+    if s["shard_size"] and f["num_images"] % s["shard_size"] and f["num_images"] > s["shard_size"]:
+        out.append(f"guidance.fakes.num_images: {f['num_images']} is not a multiple of sample.shard_size "
+                   f"{s['shard_size']}")
+    if g["train"]["batch"] > 2 * f["num_images"]:
+        out.append(f"guidance.train.batch: {g['train']['batch']} is more than the {2 * f['num_images']} real + "
+                   "generated training images; lower it or raise guidance.fakes.num_images")
     return out
 
 
@@ -126,6 +161,14 @@ def model_names(cfg: dict, *, imported: bool | None = None) -> list[str]:
     whose networks are imported from released checkpoints / trained here."""
     return [f"{arm}-{cond}" for arm, a in cfg["arms"].items() for cond in cfg["conditioning"]
             if imported is None or imported == ("checkpoints" in a)]
+
+
+def guided_names(cfg: dict) -> list[str]:
+    """Guided models: one per Discriminator Guidance run and conditioning, e.g. 'aot_dg-cond'."""
+    g = cfg.get("guidance", {})
+    if not g.get("enabled", True):
+        return []
+    return [f"{run}-{cond}" for run in g.get("runs", {}) for cond in cfg["conditioning"]]
 
 
 def setting_name(rho: float, steps: int) -> str:

@@ -105,7 +105,8 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     m = metas[0]
     result = dict(model=model, num_images=int(len(images)), seed_first=int(seeds.min()),
                   seed_last=int(seeds.max()), rho=m["rho"], steps=m["steps"], nfe=m["nfe"],
-                  pairing=m["train"]["pairing"], cond=bool(m["train"]["cond"]), scores=scores,
+                  pairing=m["train"]["pairing"], cond=bool(m["train"]["cond"]), guidance=m.get("guidance"),
+                  scores=scores,
                   seconds=time.perf_counter() - t0)
     write_json(out, result)
     return result

@@ -68,9 +68,20 @@ TABLE2_ROWS = [
     ("EDM-AOT", "aot", 7, 18, 35, 1.79),
     ("EDM-AOT", "aot", 72, 15, 29, 1.73),
 ]
-# Table 3 (Discriminator Guidance): (model, NFE, uncond FID, cond FID). Sampler settings unpublished.
+# Table 3 (Discriminator Guidance): (model, score model arm, discriminator noise pairing, NFE, uncond FID,
+# cond FID). Sampler settings of the AOT rows unpublished (29 NFE = 15 steps).
 TABLE3_ROWS = [
-    ("EDM + DG (EDM-G++)", 35, 1.77, 1.64),
-    ("EDM-AOT + DG, discriminator without AOT", 29, 1.70, 1.59),
-    ("EDM-AOT + DG, discriminator with AOT", 29, 1.68, 1.58),
+    ("EDM + DG (EDM-G++)", "edm", "none", 35, 1.77, 1.64),
+    ("EDM-AOT + DG, discriminator without AOT", "aot", "none", 29, 1.70, 1.59),
+    ("EDM-AOT + DG, discriminator with AOT", "aot", "aot", 29, 1.68, 1.58),
 ]
+
+
+def paper_fid_guided(pairing: str, disc_pairing: str, cond: str, nfe: int) -> tuple[float | None, str]:
+    """Table 3's FID for a guided model (score model trained with ``pairing``, discriminator with
+    ``disc_pairing``) at the same NFE; (None, '') if the paper has none."""
+    arm = PAPER_ARM.get(pairing)
+    for _, row_arm, row_disc, row_nfe, uncond, cond_fid in TABLE3_ROWS:
+        if (row_arm, row_disc, row_nfe) == (arm, disc_pairing, nfe):
+            return (uncond if cond == "uncond" else cond_fid), "Table 3"
+    return None, ""

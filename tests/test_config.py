@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aot.config import ConfigError, check_config, model_names, setting_name
+from aot.config import ConfigError, check_config, guided_names, model_names, setting_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -39,6 +39,15 @@ def test_defaults_are_filled():
         (lambda c: c["sample"].update(sigma_min=100.0), "sample.sigma_min"),
         (lambda c: c["network"]["overrides"].update(channels=3), "network.overrides"),
         (lambda c: c.pop("train"), "'train' is a required property"),
+        (lambda c: c["guidance"]["runs"]["aot_dg"].update(arm="ot"), "guidance.runs.aot_dg.arm: 'ot' is not a key"),
+        (lambda c: c["guidance"]["runs"].update(aot={"arm": "aot", "rho": 7, "steps": 18, "pairing": "none"}),
+         "guidance.runs.aot: the name is also an arm"),
+        (lambda c: c["guidance"]["runs"]["aot_dg"].update(pairing="knn"), "guidance.runs.aot_dg.pairing"),
+        (lambda c: c["guidance"]["fakes"].update(seed_start=500), "guidance.fakes.seed_start: seeds 500.. overlap"),
+        (lambda c: c["guidance"].update(extractor="adm32"), "guidance.extractor_weights: extractor adm32 needs"),
+        (lambda c: c["guidance"].update(time_min=1.0), "guidance.time_min"),
+        (lambda c: c["guidance"]["train"].update(batch=4000), "guidance.train.batch: 4000 is more than"),
+        (lambda c: c["guidance"]["head"].update(channels=3), "guidance.head: Additional properties"),
     ],
 )
 def test_bad_config_is_one_clear_line(mutate, where):
@@ -54,3 +63,9 @@ def test_names():
     cfg = check_config(load())
     assert model_names(cfg) == ["edm-uncond", "edm-cond", "aot-uncond", "aot-cond"]
     assert setting_name(7, 18) == "rho7-steps18" and setting_name(7.5, 3) == "rho7.5-steps3"
+    assert guided_names(cfg) == ["edm_dg-uncond", "edm_dg-cond", "aot_dg-uncond", "aot_dg-cond", "aot_dgaot-uncond",
+                                 "aot_dgaot-cond"]
+    assert guided_names(check_config({k: v for k, v in load().items() if k != "guidance"})) == []
+    off = load()
+    off["guidance"]["enabled"] = False
+    assert guided_names(check_config(off)) == []

@@ -66,9 +66,36 @@ def test_other_pairings_only_in_scores(scores):
     assert not (table12(scores, "uncond").ours == 6.0).any()
 
 
-def test_table3_is_all_missing_ours():
-    t = table3()
+def test_table3_without_guidance_runs_keeps_the_paper_rows_missing(scores):
+    t = table3(scores)
     assert len(t) == 3 and t.ours_uncond.isna().all() and list(t.paper_fid_uncond) == [1.77, 1.70, 1.68]
+    assert (t.note == "not run (config guidance.runs)").all()
+
+
+def guided(model, pairing, disc_pairing, rho, steps, value, weight=2.0):
+    m = metric(model, pairing, rho, steps, value)
+    m["guidance"] = dict(weight=weight, weight_2nd=0.0, discriminator_config=dict(pairing=disc_pairing))
+    return m
+
+
+def test_table3_pairs_each_guided_score_with_its_unguided_model():
+    s = score_table([
+        metric("edm-uncond", "none", 7, 18, 5.0),
+        metric("aot-uncond", "aot", 72, 15, 4.0),
+        metric("aot-cond", "aot", 72, 15, 3.0),
+        guided("edm_dg-uncond", "none", "none", 7, 18, 4.5),
+        guided("aot_dg-uncond", "aot", "none", 72, 15, 3.8),
+        guided("aot_dgaot-uncond", "aot", "aot", 72, 15, 3.6),
+        guided("aot_dgaot-cond", "aot", "aot", 72, 15, 2.9, weight=1.0),
+    ])
+    t = table3(s)
+    assert list(t.ours_uncond) == [4.5, 3.8, 3.6] and list(t.ours_unguided_uncond) == [5.0, 4.0, 4.0]
+    assert t.ours_cond.iloc[2] == 2.9 and t.ours_unguided_cond.iloc[2] == 3.0 and pd.isna(t.ours_cond.iloc[1])
+    assert "w 1, seeds 0-999" in t.setting.iloc[2] and t.note.iloc[2] == ""
+    # Guided rows carry Table 3's number, and never fill the unguided tables.
+    row = s[(s.arm == "aot_dgaot") & (s.conditioning == "uncond")].iloc[0]
+    assert row.paper_cifar10_fid == 1.68 and row.paper_source == "Table 3"
+    assert list(table12(s[s.guidance == "none"], "uncond").ours[[0]]) == [5.0]
 
 
 def test_formats():

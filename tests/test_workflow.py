@@ -1,5 +1,6 @@
 """The real Snakefile: dry runs of every shipped config, lint, fast config errors, and a full smoke run."""
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SMK = [sys.executable, "-m", "snakemake"]
@@ -28,9 +30,19 @@ def job_counts(stdout: str) -> dict[str, int]:
             if m.group(1) != "total"}
 
 
+@pytest.fixture(scope="module")
+def dg_weights(tmp_path_factory):
+    """--config override pointing guidance.extractor_weights (DG's classifier, downloaded by hand on a cluster) at
+    a placeholder file, so the paper configs' DAG can be built here."""
+    path = tmp_path_factory.mktemp("dg") / "32x32_classifier.pt"
+    path.write_bytes(b"placeholder")
+    return ["--config", f"guidance={{extractor_weights: {path}}}"]
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_dry_run_every_config(config):
-    r = run(["-n", "--forceall", "--configfile", str(config.relative_to(ROOT))])
+def test_dry_run_every_config(config, dg_weights):
+    extra = dg_weights if config.name.startswith("cifar10") else []
+    r = run(["-n", "--forceall", "--configfile", str(config.relative_to(ROOT))] + extra)
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = job_counts(r.stdout)
     assert {"sample", "evaluate", "trajectory", "tables", "figures", "all"} <= set(jobs)
@@ -42,7 +54,18 @@ def test_default_dry_run_has_every_model_and_setting():
     r = run(["-n", "--forceall"])
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = job_counts(r.stdout)
-    assert jobs["train"] == 4 and jobs["sample"] == 16 and jobs["evaluate"] == 16 and jobs["trajectory"] == 4
+    assert jobs["train"] == 4 and jobs["trajectory"] == 4
+    # 4 models x 4 settings, plus Discriminator Guidance: generated images of 4 (model, setting) pairs for
+    # 6 discriminators (3 runs x 2 conditionings), 6 guided sample sets, each scored.
+    assert jobs["sample"] == 16 + 4 and jobs["train_discriminator"] == 6 and jobs["sample_guided"] == 6
+    assert jobs["evaluate"] == 16 + 6
+
+
+def test_missing_dg_classifier_stops_before_any_job():
+    r = run(["-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "Missing input files for rule train_discriminator" in out and "32x32_classifier.pt" in out
 
 
 def paper_cells(cond: str) -> set[tuple[str, str]]:
@@ -61,8 +84,8 @@ def paper_cells(cond: str) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("cond", ["uncond", "cond"])
-def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
-    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"])
+def test_paper_configs_list_fid50k_jobs_for_every_cell(cond, dg_weights):
+    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"] + dg_weights)
     assert r.returncode == 0, r.stderr[-2000:]
     # The scoring commands as Snakemake would run them (-p), one per (model, setting).
     evaluated = {(m.group(1), m.group(2)) for m in
@@ -70,14 +93,18 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
     missing = paper_cells(cond) - evaluated
     assert not missing, sorted(missing)
     jobs = job_counts(r.stdout)
-    # Each (model, setting) is scored on 3 disjoint blocks of 50k seeds, sampled in 15 shards of 10k.
-    assert jobs["sample"] == 15 * jobs["evaluate"] and jobs["fid_ref"] == 1
+    # Each (model, setting) is scored on 3 disjoint blocks of 50k seeds, sampled in 15 shards of 10k; the 3 DG
+    # runs add 50k generated images (5 shards) per (base model, setting) and 3 guided models of 15 shards each.
+    guided = jobs["train_discriminator"]
+    assert guided == 3 and jobs["sample_guided"] == 15 * guided
+    assert jobs["sample"] == 15 * (jobs["evaluate"] - guided) + 5 * 2 and jobs["fid_ref"] == 1
     assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
-def test_slurm_profile_dry_run():
+def test_slurm_profile_dry_run(dg_weights):
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
+    r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"]
+            + dg_weights)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -112,7 +139,8 @@ def smoke(tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_run_produces_tables(smoke):
     tables = smoke / "results/tables/smoke"
-    scores = pd.read_csv(tables / "scores.csv")
+    all_scores = pd.read_csv(tables / "scores.csv")
+    scores = all_scores[all_scores["guidance"] == "none"]
     assert len(scores) == 8  # 2 arms x 2 conditionings x 2 settings
     assert set(scores["arm"]) == {"edm", "aot"} and set(scores["conditioning"]) == {"uncond", "cond"}
     assert scores["ours"].notna().all() and (scores["ours"] > 0).all()
@@ -136,6 +164,34 @@ def test_smoke_run_produces_tables(smoke):
 
 
 @pytest.mark.slow
+def test_smoke_run_discriminator_guidance(smoke):
+    """Table 3 filled: 3 guidance runs x 2 conditionings, each beside its unguided model at the same seeds."""
+    tables = smoke / "results/tables/smoke"
+    scores = pd.read_csv(tables / "scores.csv")
+    g = scores[scores["guidance"] != "none"]
+    assert len(g) == 6 and set(g["arm"]) == {"edm_dg", "aot_dg", "aot_dgaot"} and (g["ours"] > 0).all()
+    assert set(g["disc_pairing"]) == {"none", "aot"} and set(g["dg_weight"]) == {2.0, 1.0}
+    t3 = pd.read_csv(tables / "table3.csv")
+    for col in ("ours_uncond", "ours_cond", "ours_unguided_uncond", "ours_unguided_cond"):
+        assert t3[col].notna().all(), col
+    assert list(t3["paper_fid_uncond"]) == [1.77, 1.70, 1.68]
+    # Guidance changed the samples (same seeds, same score model): the scores differ from the unguided ones.
+    assert (t3["ours_uncond"] != t3["ours_unguided_uncond"]).all()
+    discs = pd.read_csv(tables / "discriminators.csv")
+    assert len(discs) == 6 and discs["final_accuracy"].between(0, 1).all() and (discs["epochs"] == 2).all()
+    aot = discs[discs["disc_pairing"] == "aot"]
+    assert len(aot) == 2 and (aot["pair_dist_reduction_pct"] > 0).all()
+    assert discs[discs["disc_pairing"] == "none"]["pair_dist_reduction_pct"].isna().all()
+    # Two discriminators with the same spec but different fakes are different networks.
+    a, b = (torch.load(smoke / f"results/smoke/discriminators/{m}-uncond/discriminator.pt", weights_only=True)
+            for m in ("edm_dg", "aot_dg"))
+    assert any(not torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    meta = json.loads((smoke / "results/smoke/metrics/aot_dgaot-cond/rho90-steps3.json").read_text())
+    assert meta["guidance"]["weight"] == 1.0 and meta["guidance"]["discriminator_config"]["pairing"] == "aot"
+    assert (smoke / "results/smoke/samples/aot_dgaot-cond/rho90-steps3.png").exists()
+
+
+@pytest.mark.slow
 def test_report_builds_with_tables_and_figures(smoke):
     r = run(["--configfile", "config/smoke.yaml", "--report", "results/report.html"], cwd=smoke)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -151,7 +207,8 @@ def test_smoke_noop_rerun_and_single_stage_rerun(smoke):
     assert r.returncode == 0 and "Nothing to be done" in (r.stdout + r.stderr)
     r = run(["-n", "--configfile", "config/smoke.yaml", "-R", "sample"], cwd=smoke)
     jobs = job_counts(r.stdout)
-    assert "train" not in jobs and "prepare_dataset" not in jobs and jobs["sample"] == 16
+    # 16 samples of the grid + 8 shards of generated images for the discriminators (4 base models x 2)
+    assert "train" not in jobs and "prepare_dataset" not in jobs and jobs["sample"] == 24
     before = (smoke / "results/smoke/models/aot-cond/network.pt").stat().st_mtime_ns
     r = run(["--cores", "2", "--configfile", "config/smoke.yaml", "-R", "tables"], cwd=smoke)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -6,7 +6,13 @@ sys.path.insert(
     0, workflow.basedir
 )  # import aot from the checkout even when it is not pip-installed
 
-from aot.config import ConfigError, check_config, model_names, setting_name
+from aot.config import (
+    ConfigError,
+    check_config,
+    guided_names,
+    model_names,
+    setting_name,
+)
 
 try:
     # One clear line naming the key, before any job starts (the schema + cross-key rules).
@@ -25,6 +31,15 @@ MODELS = model_names(config)
 TRAINED = model_names(config, imported=False)  # trained here
 IMPORTED = model_names(config, imported=True)  # released networks, imported (arms.<arm>.checkpoints)
 SETTINGS = {setting_name(g["rho"], g["steps"]): g for g in config["sample"]["grid"]}
+# Discriminator Guidance: one guided model per run and conditioning, sampled at its run's setting.
+GUIDANCE = config["guidance"]
+GUIDED = guided_names(config)
+GSETTINGS = {
+    setting_name(r["rho"], r["steps"]): dict(rho=r["rho"], steps=r["steps"])
+    for r in GUIDANCE["runs"].values()
+    if GUIDANCE["enabled"]
+}
+ALL_SETTINGS = {**GSETTINGS, **SETTINGS}
 TSETTINGS = {
     setting_name(g["rho"], g["steps"]): g for g in config["trajectory"]["settings"]
 }
@@ -38,13 +53,22 @@ TABLES = [
     "table5",
     "pairing",
     "trajectory",
+    "discriminators",
 ]
 
 
+def guided_metrics():
+    """Scores of every guided model at its run's setting."""
+    return [
+        f"{R}/metrics/{g}/{guided_setting(g)}.json" for g in GUIDED
+    ]
+
+
 def final_outputs():
-    """Tables, figures and one sample grid per (model, setting)."""
+    """Tables, figures and one sample grid per (model, setting) and per guided model."""
     return (
         [f"results/tables/{EXP}/{name}.md" for name in TABLES]
+        + [f"{R}/samples/{g}/{guided_setting(g)}.png" for g in GUIDED]
         + [
             f"{R}/figures/{name}.png"
             for name in ("score_vs_nfe", "score_vs_rho", "loss")
@@ -88,7 +112,63 @@ def import_pairing(wildcards):
 
 
 def setting(wildcards):
-    return SETTINGS[wildcards.setting]
+    return ALL_SETTINGS[wildcards.setting]
+
+
+def guided_run(model):
+    """'aot_dg-cond' -> (the run's config entry, 'cond')."""
+    run, cond = model.rsplit("-", 1)
+    return GUIDANCE["runs"][run], cond
+
+
+def guided_setting(model):
+    run, _ = guided_run(model)
+    return setting_name(run["rho"], run["steps"])
+
+
+def base_model(model):
+    """The score model a guided model guides, e.g. 'aot_dg-cond' -> 'aot-cond'."""
+    run, cond = guided_run(model)
+    return f"{run['arm']}-{cond}"
+
+
+def fake_shards():
+    """Seed ranges of the generated images the discriminators train on (disjoint from the sampling seeds)."""
+    f = GUIDANCE["fakes"]
+    size = min(config["sample"]["shard_size"] or f["num_images"], f["num_images"])
+    first, end = f["seed_start"], f["seed_start"] + f["num_images"]
+    return [
+        f"{lo:06d}-{min(lo + size, end) - 1:06d}" for lo in range(first, end, size)
+    ]
+
+
+def disc_inputs(wildcards):
+    """The dataset (real images), the base model's samples at the run's setting (fake images) and, with
+    extractor adm32, DG's classifier weights (a missing file stops the run before any job starts)."""
+    inputs = {
+        "data": f"{R}/data/dataset.npz",
+        "fakes": expand(
+            f"{R}/samples/{base_model(wildcards.model)}/{guided_setting(wildcards.model)}/seeds{{shard}}.npz",
+            shard=fake_shards(),
+        ),
+    }
+    if GUIDANCE["extractor"] == "adm32":
+        inputs["extractor"] = GUIDANCE["extractor_weights"]
+    return inputs
+
+
+def disc_spec(wildcards):
+    """The JSON handed to `python -m aot train-disc` for one guided model (its changes trigger a retrain)."""
+    run, cond = guided_run(wildcards.model)
+    spec = dict(
+        GUIDANCE["train"],
+        cond=(cond == "cond"),
+        pairing=run["pairing"],
+        extractor=GUIDANCE["extractor"],
+        extractor_weights=GUIDANCE["extractor_weights"] or "",
+        head=GUIDANCE["head"],
+    )
+    return json.dumps(spec, sort_keys=True)
 
 
 def shards():

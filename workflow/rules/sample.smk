@@ -3,6 +3,8 @@ rule sample:
         net=rules.train.output.net,
     output:
         f"{R}/samples/{{model}}/{{setting}}/seeds{{shard}}.npz",
+    wildcard_constraints:
+        model="|".join(MODELS),
     log:
         f"{R}/logs/sample/{{model}}/{{setting}}/seeds{{shard}}.log",
     conda:

@@ -2,7 +2,9 @@ rule tables:
     input:
         metrics=expand(
             f"{R}/metrics/{{model}}/{{setting}}.json", model=MODELS, setting=SETTINGS
-        ),
+        )
+        + guided_metrics(),
+        disc_stats=expand(f"{R}/discriminators/{{model}}/train.json", model=GUIDED),
         stats=expand(f"{R}/models/{{model}}/train.json", model=TRAINED),
         trajectory=expand(
             f"{R}/trajectory/{{model}}/{{tsetting}}.json",
@@ -32,7 +34,8 @@ rule tables:
         out_dir=lambda wc, output: Path(output.scores_csv).parent,
     shell:
         "python -m aot tables --metrics {input.metrics} --stats {input.stats} "
-        "--trajectory {input.trajectory} --out-dir {params.out_dir} > {log} 2>&1"
+        "--trajectory {input.trajectory} --disc-stats {input.disc_stats} --out-dir {params.out_dir} "
+        "> {log} 2>&1"
 
 
 rule figures:

@@ -1,0 +1,58 @@
+# Discriminator Guidance (the paper's Table 3): a discriminator per guided model, trained on real images vs the
+# base model's samples at the run's setting, then guided sampling at that setting with the same seeds as the
+# unguided samples. Scoring, grids and tables reuse the rules of evaluate.smk and tables.smk.
+rule train_discriminator:
+    input:
+        unpack(disc_inputs),
+    output:
+        disc=f"{R}/discriminators/{{model}}/discriminator.pt",
+        stats=f"{R}/discriminators/{{model}}/train.json",
+    wildcard_constraints:
+        model="|".join(GUIDED) or "^$",
+    log:
+        f"{R}/logs/train_discriminator/{{model}}.log",
+    conda:
+        "../envs/aot.yaml"
+    threads: 1
+    resources:
+        gpu=1 if GUIDANCE["train"]["device"].startswith("cuda") else 0,
+    params:
+        spec=disc_spec,
+        state_dir=lambda wc: f"{R}/runs/discriminators/{wc.model}",
+    shell:
+        "python -m aot train-disc --data {input.data} --fake {input.fakes} --spec {params.spec:q} "
+        "--state-dir {params.state_dir} --out {output.disc} --stats {output.stats} "
+        "--model {wildcards.model} --threads {threads} > {log} 2>&1"
+
+
+rule sample_guided:
+    input:
+        net=lambda wc: f"{R}/models/{base_model(wc.model)}/network.pt",
+        disc=rules.train_discriminator.output.disc,
+    output:
+        f"{R}/samples/{{model}}/{{setting}}/seeds{{shard}}.npz",
+    wildcard_constraints:
+        model="|".join(GUIDED) or "^$",
+    log:
+        f"{R}/logs/sample_guided/{{model}}/{{setting}}/seeds{{shard}}.log",
+    conda:
+        "../envs/aot.yaml"
+    threads: 1
+    resources:
+        gpu=1 if config["sample"]["device"].startswith("cuda") else 0,
+    params:
+        rho=lambda wc: setting(wc)["rho"],
+        steps=lambda wc: setting(wc)["steps"],
+        weight=lambda wc: GUIDANCE["weight"][guided_run(wc.model)[1]],
+        g=GUIDANCE,
+        batch=config["sample"]["batch"],
+        sigma_min=config["sample"]["sigma_min"],
+        sigma_max=config["sample"]["sigma_max"],
+        device=config["sample"]["device"],
+    shell:
+        "python -m aot sample --ckpt {input.net} --disc {input.disc} --dg-weight {params.weight} "
+        "--dg-weight-2nd {params.g[weight_2nd]} --dg-time-min {params.g[time_min]} "
+        "--dg-time-max {params.g[time_max]} --rho {params.rho} --steps {params.steps} "
+        "--seeds {wildcards.shard} --batch {params.batch} --sigma-min {params.sigma_min} "
+        "--sigma-max {params.sigma_max} --device {params.device} --out {output} "
+        "--threads {threads} > {log} 2>&1"
