@@ -29,7 +29,9 @@ EXP = config["experiment"]
 R = f"results/{EXP}"
 MODELS = model_names(config)
 TRAINED = model_names(config, imported=False)  # trained here
-IMPORTED = model_names(config, imported=True)  # released networks, imported (arms.<arm>.checkpoints)
+IMPORTED = model_names(
+    config, imported=True
+)  # released networks, imported (arms.<arm>.checkpoints)
 SETTINGS = {setting_name(g["rho"], g["steps"]): g for g in config["sample"]["grid"]}
 # Discriminator Guidance: one guided model per run and conditioning, sampled at its run's setting.
 GUIDANCE = config["guidance"]
@@ -59,9 +61,7 @@ TABLES = [
 
 def guided_metrics():
     """Scores of every guided model at its run's setting."""
-    return [
-        f"{R}/metrics/{g}/{guided_setting(g)}.json" for g in GUIDED
-    ]
+    return [f"{R}/metrics/{g}/{guided_setting(g)}.json" for g in GUIDED]
 
 
 def final_outputs():
@@ -137,14 +137,13 @@ def fake_shards():
     f = GUIDANCE["fakes"]
     size = min(config["sample"]["shard_size"] or f["num_images"], f["num_images"])
     first, end = f["seed_start"], f["seed_start"] + f["num_images"]
-    return [
-        f"{lo:06d}-{min(lo + size, end) - 1:06d}" for lo in range(first, end, size)
-    ]
+    return [f"{lo:06d}-{min(lo + size, end) - 1:06d}" for lo in range(first, end, size)]
 
 
 def disc_inputs(wildcards):
     """The dataset (real images), the base model's samples at the run's setting (fake images) and, with
-    extractor adm32, DG's classifier weights (a missing file stops the run before any job starts)."""
+    extractor adm32, DG's classifier weights (a missing file stops the run before any job starts).
+    """
     inputs = {
         "data": f"{R}/data/dataset.npz",
         "fakes": expand(

@@ -7,10 +7,10 @@ rule train_discriminator:
     output:
         disc=f"{R}/discriminators/{{model}}/discriminator.pt",
         stats=f"{R}/discriminators/{{model}}/train.json",
-    wildcard_constraints:
-        model="|".join(GUIDED) or "^$",
     log:
         f"{R}/logs/train_discriminator/{{model}}.log",
+    wildcard_constraints:
+        model="|".join(GUIDED) or "^$",
     conda:
         "../envs/aot.yaml"
     threads: 1
@@ -31,10 +31,10 @@ rule sample_guided:
         disc=rules.train_discriminator.output.disc,
     output:
         f"{R}/samples/{{model}}/{{setting}}/seeds{{shard}}.npz",
-    wildcard_constraints:
-        model="|".join(GUIDED) or "^$",
     log:
         f"{R}/logs/sample_guided/{{model}}/{{setting}}/seeds{{shard}}.log",
+    wildcard_constraints:
+        model="|".join(GUIDED) or "^$",
     conda:
         "../envs/aot.yaml"
     threads: 1

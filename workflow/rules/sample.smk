@@ -3,10 +3,10 @@ rule sample:
         net=rules.train.output.net,
     output:
         f"{R}/samples/{{model}}/{{setting}}/seeds{{shard}}.npz",
-    wildcard_constraints:
-        model="|".join(MODELS),
     log:
         f"{R}/logs/sample/{{model}}/{{setting}}/seeds{{shard}}.log",
+    wildcard_constraints:
+        model="|".join(MODELS),
     conda:
         "../envs/aot.yaml"
     threads: 1

@@ -1,13 +1,13 @@
 rule train:
     input:
         data=rules.prepare_dataset.output.data,
-    wildcard_constraints:
-        model="|".join(TRAINED) or "^$",
     output:
         net=f"{R}/models/{{model}}/network.pt",
         stats=f"{R}/models/{{model}}/train.json",
     log:
         f"{R}/logs/train/{{model}}.log",
+    wildcard_constraints:
+        model="|".join(TRAINED) or "^$",
     conda:
         "../envs/aot.yaml"
     threads: 1
@@ -24,18 +24,18 @@ rule train:
 
 
 rule import_checkpoint:
-    wildcard_constraints:
-        model="|".join(IMPORTED) or "^$",
     output:
         net=f"{R}/models/{{model}}/network.pt",
     log:
         f"{R}/logs/import_checkpoint/{{model}}.log",
-    params:
-        src=checkpoint_source,
-        pairing=import_pairing,
+    wildcard_constraints:
+        model="|".join(IMPORTED) or "^$",
     localrule: True
     conda:
         "../envs/aot.yaml"
+    params:
+        src=checkpoint_source,
+        pairing=import_pairing,
     shell:
         "python -m aot import-checkpoint --src {params.src:q} --pairing {params.pairing} "
         "--out {output.net} > {log} 2>&1"
