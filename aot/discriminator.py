@@ -202,23 +202,26 @@ def train_discriminator(
     if len(x_all) < spec.batch:
         raise ValueError(f"guidance.train.batch={spec.batch} exceeds the {len(x_all)} training images; lower it")
     ctor = build_ctor(spec, channels=real.channels, resolution=real.resolution, num_classes=real.num_classes)
+    # The state is keyed by the spec and the exact training images, so a changed sample set never resumes.
+    n = len(x_all) // 2
+    data_digest = hashlib.sha256(np.ascontiguousarray(real.train_images[:n]).tobytes()
+                                 + np.ascontiguousarray(fake_images[:n]).tobytes()
+                                 + labels_all.numpy().tobytes()).hexdigest()[:12]
+    state_path = Path(state_dir) / f"{spec.digest()}-{data_digest}" / "disc-state.pt"
     with torch.random.fork_rng(devices=[]):  # the initial weights (and any dropout) follow spec.seed only
         torch.manual_seed(spec.seed)
-        return _train(spec, ctor, x_all, target_all, labels_all, out=out, stats_out=stats_out, state_dir=state_dir,
-                      progress=progress, model_name=model_name)
+        return _train(spec, ctor, x_all, target_all, labels_all, out=out, stats_out=stats_out,
+                      state_path=state_path, progress=progress, model_name=model_name)
 
 
 def _train(spec: DiscSpec, ctor: dict, x_all: torch.Tensor, target_all: torch.Tensor, labels_all: torch.Tensor, *,
-           out, stats_out, state_dir, progress: bool, model_name: str) -> dict:
+           out, stats_out, state_path: Path, progress: bool, model_name: str) -> dict:
     device = torch.device(spec.device)
     disc = discriminator_from_ctor(ctor).to(device)
     opt = torch.optim.Adam(disc.head.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     gen = torch.Generator().manual_seed(spec.seed)
     history: list[dict] = []
 
-    # The state is keyed by the spec and the exact training images, so a changed sample set never resumes.
-    data_digest = hashlib.sha256(x_all.numpy().tobytes() + labels_all.numpy().tobytes()).hexdigest()[:12]
-    state_path = Path(state_dir) / f"{spec.digest()}-{data_digest}" / "disc-state.pt"
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         disc.head.load_state_dict(state["head"])
