@@ -68,12 +68,12 @@ def cmd_sample(a) -> None:
     from aot.images import save_grid, save_samples
 
     _threads(a.threads)
-    if (a.dg_weight or a.dg_weight_2nd) and a.disc is None:
+    if (a.dg_weight or a.dg_weight_2nd or a.dg_boosting) and a.disc is None:
         raise ValueError("--dg-weight needs --disc (a discriminator checkpoint from `python -m aot train-disc`)")
     arrays = generate(a.ckpt, rho=a.rho, steps=a.steps, seeds=a.seeds, batch=a.batch, sigma_min=a.sigma_min,
                       sigma_max=a.sigma_max, device=a.device, progress=not a.no_progress, disc_path=a.disc,
                       dg_weight=a.dg_weight, dg_weight_2nd=a.dg_weight_2nd, dg_time_min=a.dg_time_min,
-                      dg_time_max=a.dg_time_max)
+                      dg_time_max=a.dg_time_max, dg_boosting=a.dg_boosting)
     save_samples(a.out, arrays)
     if a.grid:
         save_grid(a.grid, arrays["images"])
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dg-weight-2nd", type=float, default=0.0, help="DG weight on the 2nd order correction")
     s.add_argument("--dg-time-min", type=float, default=0.01, help="no guidance below this VP time")
     s.add_argument("--dg-time-max", type=float, default=1.0, help="no guidance above this VP time")
+    s.add_argument("--dg-boosting", action="store_true", help="DG's boosting (its conditional CIFAR-10 setting)")
 
     s = stage("train-disc", cmd_train_disc, "Train a Discriminator Guidance discriminator (real vs generated "
               "images, VP-diffused; optionally AOT-paired noise); resumes from --state-dir.")

@@ -16,7 +16,7 @@ import torch
 
 from aot.data import to_uint8
 from aot.images import save_grid
-from aot.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
+from aot.samplers import heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
 
 
 def generate(
@@ -35,23 +35,27 @@ def generate(
     dg_weight_2nd: float = 0.0,
     dg_time_min: float = 0.01,
     dg_time_max: float = 1.0,
+    dg_boosting: bool = False,
 ) -> dict[str, np.ndarray]:
     """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
-    weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0)."""
+    weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
+    ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
     from aot.train import load_denoiser
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
     denoise, denoise_2nd, guidance = net, net, None
     if disc_path is not None:
         from aot.discriminator import load_discriminator
-        from aot.guidance import with_discriminator
+        from aot.guidance import boosted_heun_sample, with_discriminator
 
         disc, disc_ckpt = load_discriminator(disc_path, device=device)
         window = dict(time_min=dg_time_min, time_max=dg_time_max)
         denoise = with_discriminator(net, disc, dg_weight, **window)
         denoise_2nd = with_discriminator(net, disc, dg_weight_2nd, **window)
         guidance = dict(discriminator=str(disc_path), weight=dg_weight, weight_2nd=dg_weight_2nd, **window,
-                        discriminator_config=disc_ckpt["config"])
+                        boosting=dg_boosting, discriminator_config=disc_ckpt["config"])
+    elif dg_boosting:
+        raise ValueError("dg_boosting needs a discriminator (disc_path)")
     arch = ckpt["ctor"]["network"]
     shape = (arch["in_channels"], arch["img_resolution"], arch["img_resolution"])
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
@@ -65,8 +69,16 @@ def generate(
         it = tqdm(chunks, desc=f"sample rho={rho:g} steps={steps}", unit="batch", file=sys.stderr,
                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for chunk in it:
-        z, y = seeded_latents(chunk, shape, num_classes=net.label_dim, device=device)
-        x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd)
+        gens = seed_generators(chunk, device)
+        z, y = seeded_latents(chunk, shape, num_classes=net.label_dim, device=device, generators=gens)
+        if dg_boosting:
+            def randn(gens=gens):
+                return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+
+            x = boosted_heun_sample(net, disc, z, sigmas, y, randn, weight=dg_weight, weight_2nd=dg_weight_2nd,
+                                    **window)
+        else:
+            x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd)
         images.append(to_uint8(x.to(torch.float32)))
         labels.append(y.cpu().numpy() if y is not None else np.full(len(chunk), -1, np.int64))
     meta = dict(rho=rho, steps=steps, nfe=nfe(steps), sigma_min=sigma_min, sigma_max=sigma_max,

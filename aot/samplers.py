@@ -65,18 +65,25 @@ def heun_sample(
     return x_next
 
 
-def seeded_latents(
-    seeds: list[int] | torch.Tensor, shape: tuple[int, ...], num_classes: int = 0, device=None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One torch.Generator per seed, so image i depends only on seed i whatever the batch (EDM's
-    StackedRandomGenerator). Returns latents (B, *shape) and, if ``num_classes`` > 0, class labels (B,)
-    drawn from the same per-seed generator after the latents."""
+def seed_generators(seeds: list[int] | torch.Tensor, device=None) -> list[torch.Generator]:
+    """One torch.Generator per seed (EDM's StackedRandomGenerator): image i's randomness depends only on seed i."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    zs, ys = [], []
-    for s in (int(s) for s in seeds):
-        g = torch.Generator(device=device).manual_seed(s)
-        zs.append(torch.randn(shape, generator=g, device=device))
-        if num_classes > 0:
-            ys.append(torch.randint(num_classes, (1,), generator=g, device=device))
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def seeded_latents(
+    seeds: list[int] | torch.Tensor,
+    shape: tuple[int, ...],
+    num_classes: int = 0,
+    device=None,
+    generators: list[torch.Generator] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Latents (B, *shape) and, if ``num_classes`` > 0, class labels (B,) drawn from one generator per seed (labels
+    after the latents), so image i depends only on seed i whatever the batch. Pass ``generators`` (from
+    ``seed_generators``) to keep drawing from the same streams afterwards, as EDM's samplers do for churn noise."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    gens = seed_generators(seeds, device) if generators is None else generators
+    zs = [torch.randn(shape, generator=g, device=device) for g in gens]
+    ys = [torch.randint(num_classes, (1,), generator=g, device=device) for g in gens] if num_classes > 0 else []
     z = torch.stack(zs)
     return z, (torch.cat(ys) if num_classes > 0 else None)

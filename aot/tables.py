@@ -57,7 +57,8 @@ def score_table(metrics: list[dict]) -> pd.DataFrame:
         for name, sc in m["scores"].items():
             rows.append(dict(arm=arm, pairing=m["pairing"], conditioning=cond, rho=m["rho"], steps=m["steps"],
                              NFE=m["nfe"], guidance=f"DG (discriminator noise: {disc_pairing})" if g else "none",
-                             dg_weight=g["weight"] if g else None, disc_pairing=disc_pairing,
+                             dg_weight=g["weight"] if g else None, dg_boosting=g.get("boosting", False) if g else None,
+                             disc_pairing=disc_pairing,
                              metric=sc["metric"], metric_key=name, ours=sc["value"],
                              KID=sc.get("kid"), class_agreement=sc.get("class_agreement"),
                              fid_mean=sc.get("fid_mean"), samples=m["num_images"],
@@ -150,7 +151,7 @@ def table3(scores: pd.DataFrame) -> pd.DataFrame:
             row[f"ours_unguided_{cond}"] = None if plain is None else plain.ours
             if guided is not None:
                 ran.append(f"{cond}: rho {guided.rho:g}, {int(guided.steps)} steps ({int(guided.NFE)} NFE), "
-                           f"w {guided.dg_weight:g}, seeds {guided.seeds}")
+                           f"w {guided.dg_weight:g}{', boosting' if guided.dg_boosting else ''}, seeds {guided.seeds}")
         row.update(metric=metric, setting="; ".join(ran) if ran else MISSING,
                    note="" if ran else "not run (config guidance.runs)")
         rows.append(row)

@@ -172,3 +172,63 @@ def test_heun_uses_denoise_2nd_only_for_the_correction():
 
     heun_sample(first, torch.zeros(1, 1, 1, 1), karras_sigmas(3), denoise_2nd=second)
     assert calls == ["first", "second", "first", "second", "first"]
+
+
+# ----------------------------------------------------------------------------
+# DG's boosting sampler.
+
+
+class OffsetDisc(torch.nn.Module):
+    """logits = <c, x_vp> + b: b >> 0 accepts every sample (log r > 0), b << 0 rejects every sample."""
+
+    def __init__(self, c, b):
+        super().__init__()
+        self.c, self.b = c, b
+
+    def forward(self, x_vp, tau, labels=None):
+        return (x_vp * self.c).flatten(1).sum(1) + self.b
+
+
+def _toy_denoiser(x, sigma, labels):
+    sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    return x * 0.25 / (0.25 + sigma**2)
+
+
+def _setup(seeds, b):
+    from aot.guidance import boosted_heun_sample
+    from aot.samplers import seed_generators, seeded_latents
+
+    gens = seed_generators(seeds)
+    z, _ = seeded_latents(seeds, (1, 2, 2), generators=gens)
+    c = 0.05 * torch.ones(1, 1, 2, 2)
+
+    def randn():
+        return torch.stack([torch.randn((1, 2, 2), generator=g) for g in gens])
+
+    def run(**kw):
+        return boosted_heun_sample(_toy_denoiser, OffsetDisc(c, b), z, karras_sigmas(12), None, randn, **kw)
+
+    return z, c, run
+
+
+def test_boosting_is_plain_guided_heun_when_the_discriminator_accepts_everything():
+    z, c, run = _setup(range(6), b=8.0)
+    guided = with_discriminator(_toy_denoiser, OffsetDisc(c, 8.0), 2.0)
+    want = heun_sample(guided, z, karras_sigmas(12), denoise_2nd=_toy_denoiser)
+    torch.testing.assert_close(run(weight=2.0), want, rtol=1e-6, atol=1e-6)
+
+
+def test_boosting_doubles_the_weight_of_rejected_samples():
+    """All samples rejected, no churn, doubling on every step: exactly guided Heun with weight 2w."""
+    z, c, run = _setup(range(6), b=-8.0)
+    guided = with_discriminator(_toy_denoiser, OffsetDisc(c, -8.0), 3.0)
+    want = heun_sample(guided, z, karras_sigmas(12), denoise_2nd=_toy_denoiser)
+    torch.testing.assert_close(run(weight=1.5, churn=0.0, period_weight=1), want, rtol=1e-6, atol=1e-6)
+
+
+def test_boosting_churn_renoises_rejected_samples_per_seed():
+    no_churn = _setup([0, 1, 2], b=-8.0)[2](weight=1.0, churn=0.0)
+    boosted = _setup([0, 1, 2], b=-8.0)[2](weight=1.0)  # fresh generators: each run draws its own churn noise
+    assert not torch.allclose(boosted, no_churn)  # the churn noise changed the rejected samples
+    _, _, run_one = _setup([2], b=-8.0)
+    torch.testing.assert_close(run_one(weight=1.0), boosted[2:], rtol=1e-6, atol=1e-6)  # image i: seed i only

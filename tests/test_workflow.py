@@ -188,6 +188,8 @@ def test_smoke_run_discriminator_guidance(smoke):
     assert any(not torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     meta = json.loads((smoke / "results/smoke/metrics/aot_dgaot-cond/rho90-steps3.json").read_text())
     assert meta["guidance"]["weight"] == 1.0 and meta["guidance"]["discriminator_config"]["pairing"] == "aot"
+    assert meta["guidance"]["boosting"] is True  # smoke.yaml: boosting for cond only, as DG
+    assert "boosting" in t3["setting"].iloc[2] and "boosting" not in t3["setting"].iloc[2].split(";")[0]
     assert (smoke / "results/smoke/samples/aot_dgaot-cond/rho90-steps3.png").exists()
 
 

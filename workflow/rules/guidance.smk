@@ -44,6 +44,9 @@ rule sample_guided:
         rho=lambda wc: setting(wc)["rho"],
         steps=lambda wc: setting(wc)["steps"],
         weight=lambda wc: GUIDANCE["weight"][guided_run(wc.model)[1]],
+        boosting=lambda wc: (
+            "--dg-boosting" if GUIDANCE["boosting"][guided_run(wc.model)[1]] else ""
+        ),
         g=GUIDANCE,
         batch=config["sample"]["batch"],
         sigma_min=config["sample"]["sigma_min"],
@@ -52,7 +55,7 @@ rule sample_guided:
     shell:
         "python -m aot sample --ckpt {input.net} --disc {input.disc} --dg-weight {params.weight} "
         "--dg-weight-2nd {params.g[weight_2nd]} --dg-time-min {params.g[time_min]} "
-        "--dg-time-max {params.g[time_max]} --rho {params.rho} --steps {params.steps} "
+        "--dg-time-max {params.g[time_max]} {params.boosting} --rho {params.rho} --steps {params.steps} "
         "--seeds {wildcards.shard} --batch {params.batch} --sigma-min {params.sigma_min} "
         "--sigma-max {params.sigma_max} --device {params.device} --out {output} "
         "--threads {threads} > {log} 2>&1"
