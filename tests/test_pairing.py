@@ -472,6 +472,10 @@ def test_bad_shapes_raise_value_error():
         noise_shape("sinkhorn", (8, 3, 4, 4))
     with pytest.raises(ValueError, match="non-finite"):
         pair_noise(torch.full_like(y, float("nan")), eps)
+    eps_inf = eps.clone()
+    eps_inf[5, 0, 1, 2] = float("inf")  # one entry, in one class's block only
+    with pytest.raises(ValueError, match="non-finite"):
+        pair_noise(y, eps_inf, torch.arange(8) % 3, per_class=True)
 
 
 # ----------------------------------------------------------------------------
