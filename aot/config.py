@@ -74,8 +74,10 @@ def semantic_errors(cfg: dict) -> list[str]:
     if per_proc % batch_gpu:
         out.append(f"train.batch_gpu: {batch_gpu} does not divide the per-process batch {per_proc}")
     if t["pool"] % per_proc:
-        out.append(f"train.pool: {t['pool']} must be a multiple of the per-process batch {per_proc} "
-                   "(each pool is consumed by whole optimizer steps)")
+        out.append(
+            f"train.pool: {t['pool']} must be a multiple of the per-process batch {per_proc} "
+            "(each pool is consumed by whole optimizer steps)"
+        )
     if t["gpus"] > 0 and not t["device"].startswith("cuda"):
         out.append(f"train.device: '{t['device']}' with train.gpus={t['gpus']}; set device: cuda or gpus: 0")
     for name, arm in cfg["arms"].items():
@@ -93,15 +95,18 @@ def semantic_errors(cfg: dict) -> list[str]:
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
     e = cfg["evaluate"]
     if "inception" in e["metrics"] and s["num_images"] % e["fid_block"]:
-        out.append(f"sample.num_images: {s['num_images']} is not a multiple of evaluate.fid_block {e['fid_block']} "
-                   "(each FID uses a whole block of seeds)")
+        out.append(
+            f"sample.num_images: {s['num_images']} is not a multiple of evaluate.fid_block {e['fid_block']} "
+            "(each FID uses a whole block of seeds)"
+        )
     if s["shard_size"] and s["num_images"] % s["shard_size"]:
         out.append(f"sample.shard_size: {s['shard_size']} does not divide sample.num_images {s['num_images']}")
     tr = cfg.get("trajectory", {})
     for g in tr.get("settings", []):
         if g["steps"] < tr["columns"]:
-            out.append(f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a "
-                       "trajectory setting")
+            out.append(
+                f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a trajectory setting"
+            )
     out += _guidance_errors(cfg)
     if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
         out.append("dataset.archive: only used with source: cifar10; remove it")
@@ -131,14 +136,19 @@ def _guidance_errors(cfg: dict) -> list[str]:
         ranges["trajectory"] = (tr["seed_start"], tr["seed_start"] + tr["num_images"])
     for what, (lo, hi) in ranges.items():
         if f["seed_start"] < hi and lo < f["seed_start"] + f["num_images"]:
-            out.append(f"guidance.fakes.seed_start: seeds {f['seed_start']}.. overlap the {what} seeds {lo}-{hi - 1}; "
-                       "move them past both")
+            out.append(
+                f"guidance.fakes.seed_start: seeds {f['seed_start']}.. overlap the {what} seeds {lo}-{hi - 1}; "
+                "move them past both"
+            )
     if s["shard_size"] and f["num_images"] % s["shard_size"] and f["num_images"] > s["shard_size"]:
-        out.append(f"guidance.fakes.num_images: {f['num_images']} is not a multiple of sample.shard_size "
-                   f"{s['shard_size']}")
+        out.append(
+            f"guidance.fakes.num_images: {f['num_images']} is not a multiple of sample.shard_size {s['shard_size']}"
+        )
     if g["train"]["batch"] > 2 * f["num_images"]:
-        out.append(f"guidance.train.batch: {g['train']['batch']} is more than the {2 * f['num_images']} real + "
-                   "generated training images; lower it or raise guidance.fakes.num_images")
+        out.append(
+            f"guidance.train.batch: {g['train']['batch']} is more than the {2 * f['num_images']} real + "
+            "generated training images; lower it or raise guidance.fakes.num_images"
+        )
     return out
 
 
@@ -156,11 +166,57 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
     return cfg
 
 
+def typed_cli_overrides(overrides: dict) -> dict:
+    """Snakemake ``--config`` values read as a config file would read them.
+
+    Snakemake types a top-level ``--config key=value`` (int, float, bool), but reads a nested one such as
+    ``guidance={enabled: false, train: {epochs: 5}}`` with YAML's BaseLoader, which leaves every scalar a string,
+    so the schema would reject ``'false'`` and ``'5'``. Each string leaf is re-read with ``yaml.safe_load``
+    (``false`` -> False, ``5`` -> 5, ``null`` -> None); a string that YAML keeps a string but Python reads as a
+    number (``1e-4``) becomes that number; anything else (``digits``, a path) stays as typed.
+
+    Returns a new nested dict/list structure; merge it over the config with ``merge_config``.
+    """
+    if isinstance(overrides, dict):
+        return {key: typed_cli_overrides(value) for key, value in overrides.items()}
+    if isinstance(overrides, list):
+        return [typed_cli_overrides(value) for value in overrides]
+    if not isinstance(overrides, str) or not overrides.strip():
+        return overrides
+    try:
+        value = yaml.safe_load(overrides)
+    except yaml.YAMLError:
+        return overrides
+    if isinstance(value, (dict, list)):  # BaseLoader already split the structure; a leaf stays a leaf
+        return overrides
+    if isinstance(value, str):
+        for number in (int, float):
+            try:
+                return number(overrides)
+            except ValueError:
+                pass
+        return overrides
+    return value
+
+
+def merge_config(config: dict, overrides: dict) -> None:
+    """Merge ``overrides`` into ``config`` in place as Snakemake does: mappings recursively, anything else replaced."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge_config(config[key], value)
+        else:
+            config[key] = copy.deepcopy(value)
+
+
 def model_names(cfg: dict, *, imported: bool | None = None) -> list[str]:
     """Models: one per arm and conditioning, e.g. 'aot-cond'. ``imported`` True/False keeps only the arms
     whose networks are imported from released checkpoints / trained here."""
-    return [f"{arm}-{cond}" for arm, a in cfg["arms"].items() for cond in cfg["conditioning"]
-            if imported is None or imported == ("checkpoints" in a)]
+    return [
+        f"{arm}-{cond}"
+        for arm, a in cfg["arms"].items()
+        for cond in cfg["conditioning"]
+        if imported is None or imported == ("checkpoints" in a)
+    ]
 
 
 def guided_names(cfg: dict) -> list[str]:

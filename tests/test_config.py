@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aot.config import ConfigError, check_config, guided_names, model_names, setting_name
+from aot.config import (
+    ConfigError,
+    check_config,
+    guided_names,
+    merge_config,
+    model_names,
+    setting_name,
+    typed_cli_overrides,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -40,8 +48,10 @@ def test_defaults_are_filled():
         (lambda c: c["network"]["overrides"].update(channels=3), "network.overrides"),
         (lambda c: c.pop("train"), "'train' is a required property"),
         (lambda c: c["guidance"]["runs"]["aot_dg"].update(arm="ot"), "guidance.runs.aot_dg.arm: 'ot' is not a key"),
-        (lambda c: c["guidance"]["runs"].update(aot={"arm": "aot", "rho": 7, "steps": 18, "pairing": "none"}),
-         "guidance.runs.aot: the name is also an arm"),
+        (
+            lambda c: c["guidance"]["runs"].update(aot={"arm": "aot", "rho": 7, "steps": 18, "pairing": "none"}),
+            "guidance.runs.aot: the name is also an arm",
+        ),
         (lambda c: c["guidance"]["runs"]["aot_dg"].update(pairing="knn"), "guidance.runs.aot_dg.pairing"),
         (lambda c: c["guidance"]["fakes"].update(seed_start=500), "guidance.fakes.seed_start: seeds 500.. overlap"),
         (lambda c: c["guidance"].update(extractor="adm32"), "guidance.extractor_weights: extractor adm32 needs"),
@@ -63,9 +73,57 @@ def test_names():
     cfg = check_config(load())
     assert model_names(cfg) == ["edm-uncond", "edm-cond", "aot-uncond", "aot-cond"]
     assert setting_name(7, 18) == "rho7-steps18" and setting_name(7.5, 3) == "rho7.5-steps3"
-    assert guided_names(cfg) == ["edm_dg-uncond", "edm_dg-cond", "aot_dg-uncond", "aot_dg-cond", "aot_dgaot-uncond",
-                                 "aot_dgaot-cond"]
+    assert guided_names(cfg) == [
+        "edm_dg-uncond",
+        "edm_dg-cond",
+        "aot_dg-uncond",
+        "aot_dg-cond",
+        "aot_dgaot-uncond",
+        "aot_dgaot-cond",
+    ]
     assert guided_names(check_config({k: v for k, v in load().items() if k != "guidance"})) == []
     off = load()
     off["guidance"]["enabled"] = False
     assert guided_names(check_config(off)) == []
+
+
+def snakemake_cli(entry: str) -> dict:
+    """What Snakemake 9 itself makes of ``--config entry`` (its own parser, nested scalars left as strings)."""
+    from snakemake.cli import parse_config
+
+    return parse_config([entry])
+
+
+def test_nested_cli_overrides_are_read_as_yaml():
+    raw = snakemake_cli(
+        "guidance={enabled: false, weight: {cond: 1.5}, train: {epochs: 5, lr: 1e-4}, extractor_weights: null}"
+    )
+    assert raw["guidance"]["enabled"] == "false"  # the problem being fixed: Snakemake keeps nested scalars as text
+    typed = typed_cli_overrides(raw)
+    assert typed == {
+        "guidance": {
+            "enabled": False,
+            "weight": {"cond": 1.5},
+            "train": {"epochs": 5, "lr": 1e-4},
+            "extractor_weights": None,
+        }
+    }
+    assert type(typed["guidance"]["train"]["epochs"]) is int
+    # Strings stay strings, including ones YAML would mangle or cannot parse.
+    raw = snakemake_cli("dataset={source: digits, root: 'data/my dir', name: '@x'}")
+    assert typed_cli_overrides(raw) == raw
+    grid = typed_cli_overrides(snakemake_cli("sample={grid: [{rho: 7, steps: 18}]}"))
+    assert grid == {"sample": {"grid": [{"rho": 7, "steps": 18}]}}
+
+
+def test_cli_override_merges_into_a_valid_config():
+    cfg = load()
+    merge_config(cfg, typed_cli_overrides(snakemake_cli("guidance={enabled: false, train: {epochs: 3}}")))
+    out = check_config(cfg)
+    assert out["guidance"]["enabled"] is False and out["guidance"]["train"]["epochs"] == 3
+    assert out["guidance"]["fakes"] == load()["guidance"]["fakes"]  # siblings of a merged key are kept
+    assert guided_names(out) == []
+    with pytest.raises(ConfigError, match="guidance.enabled"):  # without the re-read it is rejected
+        bad = load()
+        merge_config(bad, snakemake_cli("guidance={enabled: false}"))
+        check_config(bad)

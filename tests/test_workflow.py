@@ -61,6 +61,16 @@ def test_default_dry_run_has_every_model_and_setting():
     assert jobs["evaluate"] == 16 + 6
 
 
+def test_nested_config_override_on_the_command_line():
+    # Snakemake leaves nested --config scalars as text ('false', '1'); the workflow reads them as YAML.
+    r = run(["-n", "--forceall", "--config", "guidance={enabled: false}", "sample={num_images: 100}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = job_counts(r.stdout)
+    assert "train_discriminator" not in jobs and "sample_guided" not in jobs
+    assert jobs["sample"] == 16 and jobs["evaluate"] == 16
+    assert "--seeds 000000-000099 " in run(["-n", "-p", "--forceall", "--config", "sample={num_images: 100}"]).stdout
+
+
 def test_missing_dg_classifier_stops_before_any_job():
     r = run(["-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
     assert r.returncode != 0

@@ -10,8 +10,19 @@ from aot.config import (
     ConfigError,
     check_config,
     guided_names,
+    merge_config,
     model_names,
     setting_name,
+    typed_cli_overrides,
+)
+
+# Nested --config values (guidance={enabled: false}) arrive as strings; read them as a config file would.
+merge_config(
+    config,
+    typed_cli_overrides(
+        getattr(getattr(workflow, "config_settings", None), "overwrite_config", None)
+        or {}
+    ),
 )
 
 try:
