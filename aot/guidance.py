@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from aot.samplers import Denoiser
+from aot.samplers import Denoiser, heun_sample
 
 BETA_0 = 0.1  # VP-SDE beta(t) = beta_0 + t (beta_1 - beta_0), t in [0, 1] (Song et al. 2021; DG)
 BETA_1 = 20.0
@@ -161,46 +161,49 @@ def boosted_heun_sample(
 ) -> torch.Tensor:
     """DG's EDM-G++ sampler with boosting (DG generate.py ``edm_sampler`` with ``--boosting 1``; paper-spec §3.5).
 
-    Heun as ``samplers.heun_sample`` with the guided Euler evaluation, plus, per sample, with log r the
-    discriminator's log ratio at that sample's last guided evaluation (+inf before the first):
+    ``samplers.heun_sample`` with the guided Euler evaluation, plus, per sample, with log r the discriminator's log
+    ratio at that sample's last guided evaluation (+inf before the first):
     every ``period``-th step (i % period == 0) a sample with log r < 0 is re-noised first,
     sigma_hat = sigma (1 + gamma), gamma = min(churn / steps, sqrt(2) - 1), x_hat = x + sqrt(sigma_hat^2 - sigma^2) xi;
     and on every ``period_weight``-th step its guidance term is doubled where the current log r < 0.
     ``randn()`` returns fresh N(0, I) noise shaped like z (one generator per seed: ``samplers.seed_generators``);
     it is called on every step, as DG does, so a sample's noise does not depend on the others'.
     """
-    sigmas = sigmas.to(device=z.device, dtype=torch.float64)
-    steps = len(sigmas) - 1
-    view = (-1,) + (1,) * (z.ndim - 1)
-    log_r = torch.full((z.shape[0],), math.inf, device=z.device)
-    gamma_boost = min(churn / steps, math.sqrt(2) - 1)
-    x_next = z.to(torch.float64) * sigmas[0]
-    for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
-        x_cur = x_next
-        # Boosting: re-noise the samples the discriminator rejected at their last evaluation.
-        gamma = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
-        if i % period == 0:
-            gamma[log_r < 0] = gamma_boost
-        t_hat = t_cur * (1 + gamma)  # (B,)
-        xi = randn().to(device=z.device, dtype=torch.float64)
-        x_hat = x_cur + (t_hat**2 - t_cur**2).sqrt().view(view) * xi
-        # Euler step with the guidance term (doubled for rejected samples on even steps).
-        denoised = denoise(x_hat.to(torch.float32), t_hat.to(torch.float32), labels).to(torch.float64)
-        d_cur = (x_hat - denoised) / t_hat.view(view)
-        grad, log_r = grad_log_ratio(disc, x_hat.to(torch.float32), t_hat.to(torch.float32), labels,
-                                     time_min=time_min, time_max=time_max)
-        w = torch.full_like(t_hat, weight)
-        if i % period_weight == 0:
-            w[log_r < 0] *= 2
-        d_cur = d_cur - (w * t_hat).view(view) * grad.to(torch.float64)  # d += w g / sigma, g = -sigma^2 grad
-        x_next = x_hat + (t_next - t_hat).view(view) * d_cur
-        # Second order correction (skipped on the final step to sigma = 0).
-        if t_next > 0:
-            denoised = denoise(x_next.to(torch.float32), t_next.to(torch.float32), labels).to(torch.float64)
-            d_prime = (x_next - denoised) / t_next
-            if weight_2nd:
-                grad2, _ = grad_log_ratio(disc, x_next.to(torch.float32), t_next.to(torch.float32), labels,
-                                          time_min=time_min, time_max=time_max)
-                d_prime = d_prime - weight_2nd * t_next * grad2.to(torch.float64)
-            x_next = x_hat + (t_next - t_hat).view(view) * (0.5 * d_cur + 0.5 * d_prime)
-    return x_next
+    boost = _Boosting(denoise, disc, z.shape[0], len(sigmas) - 1, z.device, weight=weight, time_min=time_min,
+                      time_max=time_max, churn=churn, period=period, period_weight=period_weight)
+    denoise_2nd = with_discriminator(denoise, disc, weight_2nd, time_min=time_min, time_max=time_max)
+    return heun_sample(boost.euler, z, sigmas, labels, denoise_2nd=denoise_2nd, churn=boost.churn, randn=randn)
+
+
+class _Boosting:
+    """DG's boosting state through one sampling run: each sample's log r at its last guided Euler evaluation.
+
+    ``heun_sample`` calls ``churn(i)`` at the top of step i, then ``euler`` once (the guided Euler evaluation),
+    in that order; ``churn`` records the step so that ``euler`` knows when to double the weight.
+    """
+
+    def __init__(self, denoise: Denoiser, disc: Discriminator, batch: int, steps: int, device: torch.device, *,
+                 weight: float, time_min: float, time_max: float, churn: float, period: int, period_weight: int):
+        self.denoise, self.disc, self.weight = denoise, disc, weight
+        self.window = dict(time_min=time_min, time_max=time_max)
+        self.period, self.period_weight = period, period_weight
+        self.gamma_boost = min(churn / steps, math.sqrt(2) - 1)
+        self.log_r = torch.full((batch,), math.inf, device=device)
+        self.step = 0
+
+    def churn(self, i: int) -> torch.Tensor:
+        self.step = i
+        gamma = torch.zeros(self.log_r.shape, dtype=torch.float64, device=self.log_r.device)
+        if i % self.period == 0:
+            gamma[self.log_r < 0] = self.gamma_boost
+        return gamma
+
+    def euler(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        denoised = self.denoise(x, sigma, labels)
+        grad, self.log_r = grad_log_ratio(self.disc, x, sigma, labels, **self.window)
+        w = torch.full_like(self.log_r, self.weight)
+        if self.step % self.period_weight == 0:
+            w[self.log_r < 0] *= 2
+        view = (-1,) + (1,) * (x.ndim - 1)
+        sigma = torch.as_tensor(sigma, dtype=denoised.dtype, device=x.device).expand(x.shape[0])
+        return denoised + (w.to(denoised.dtype) * sigma**2).view(view) * grad.to(denoised.dtype)

@@ -1,4 +1,4 @@
-"""Noise schedule and the deterministic Heun sampler of EDM (Karras et al. 2022, Eq. 5 and Algorithm 1).
+"""Noise schedule and the Heun sampler of EDM (Karras et al. 2022, Eq. 5, Algorithm 1, and Algorithm 2's churn).
 
 A denoiser is any callable ``D(x, sigma, labels) -> x0_hat``. NFE of Heun with ``steps`` noise levels is
 2 * steps - 1 (the last step to sigma = 0 is a plain Euler step).
@@ -37,31 +37,47 @@ def heun_sample(
     labels: torch.Tensor | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     denoise_2nd: Denoiser | None = None,
+    churn: Callable[[int], torch.Tensor] | None = None,
+    randn: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Deterministic Heun 2nd order ODE solve of dx/dsigma = (x - D(x; sigma)) / sigma (EDM Algorithm 1).
+    """Heun 2nd order solve of dx/dsigma = (x - D(x; sigma)) / sigma (EDM Algorithm 1; with ``churn``, Algorithm 2).
 
     z : Tensor, shape (B, C, H, W), unit Gaussian latents; sigmas : (steps + 1,) ending in 0.
     ``callback(i, x_i, denoised_i, sigma_i)`` sees every Euler step (for trajectory metrics).
     ``denoise_2nd`` (default: ``denoise``) is used for the 2nd order correction; Discriminator Guidance guides
     only the Euler evaluation by default (``aot.guidance``).
+    ``churn(i)`` (optional) returns each sample's gamma (B,) before step i, as EDM's stochastic sampler but per
+    sample: x is re-noised from sigma_i to sigma_hat = sigma_i (1 + gamma) with fresh noise ``randn()`` (N(0, I)
+    shaped like z, drawn on every step so that each sample's stream stays aligned) and the step starts from
+    sigma_hat; the denoiser then sees a (B,) sigma. DG's boosting is built on it (``guidance.boosted_heun_sample``).
     The state is carried in float64 as EDM's generate.py does; the denoiser is called in float32.
     """
+    if churn is not None and randn is None:
+        raise ValueError("churn needs randn, the source of the re-noising draws")
     denoise_2nd = denoise if denoise_2nd is None else denoise_2nd
     sigmas = sigmas.to(device=z.device, dtype=torch.float64)
+    view = (-1,) + (1,) * (z.ndim - 1)
     x_next = z.to(torch.float64) * sigmas[0]
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         x_cur = x_next
+        if churn is None:
+            x_hat, t_hat, t_hat_b = x_cur, t_cur, t_cur
+        else:  # per-sample re-noising to t_hat >= t_cur
+            t_hat = t_cur * (1 + churn(i).to(device=z.device, dtype=torch.float64))  # (B,)
+            t_hat_b = t_hat.view(view)
+            xi = randn().to(device=z.device, dtype=torch.float64)
+            x_hat = x_cur + (t_hat_b**2 - t_cur**2).sqrt() * xi
         # Euler step.
-        denoised = denoise(x_cur.to(torch.float32), t_cur.to(torch.float32), labels).to(torch.float64)
-        d_cur = (x_cur - denoised) / t_cur
-        x_next = x_cur + (t_next - t_cur) * d_cur
+        denoised = denoise(x_hat.to(torch.float32), t_hat.to(torch.float32), labels).to(torch.float64)
+        d_cur = (x_hat - denoised) / t_hat_b
+        x_next = x_hat + (t_next - t_hat_b) * d_cur
         if callback is not None:
-            callback(i, x_cur, denoised, t_cur)
+            callback(i, x_hat, denoised, t_hat)
         # Second order correction (skipped on the final step to sigma = 0).
         if t_next > 0:
             denoised = denoise_2nd(x_next.to(torch.float32), t_next.to(torch.float32), labels).to(torch.float64)
             d_prime = (x_next - denoised) / t_next
-            x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
+            x_next = x_hat + (t_next - t_hat_b) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next
 
 
