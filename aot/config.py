@@ -94,6 +94,8 @@ def semantic_errors(cfg: dict) -> list[str]:
     if len(set(keys)) != len(keys):
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
     e = cfg["evaluate"]
+    if e["fd_bootstrap"] == 1:
+        out.append("evaluate.fd_bootstrap: 1 replicate has no spread; use 0 (off) or at least 2")
     if "inception" in e["metrics"] and s["num_images"] % e["fid_block"]:
         out.append(
             f"sample.num_images: {s['num_images']} is not a multiple of evaluate.fid_block {e['fid_block']} "

@@ -46,17 +46,27 @@ def load_featnet(path: str | Path):
 
 
 def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, ref: str | Path, *,
-                   kid_subsets: int, kid_subset_size: int) -> dict:
-    """FD and KID against the training split in the feature net's space, and class agreement."""
+                   kid_subsets: int, kid_subset_size: int, fd_bootstrap: int = 200) -> dict:
+    """FD and KID against the training split in the feature net's space, and class agreement.
+
+    ``fd_bootstrap`` > 0: also the FD's standard deviation over that many bootstrap resamples of the generated
+    images (``metrics.frechet_distance_bootstrap``, seed 0), i.e. how far the score would move with other seeds.
+    """
     from aot.data import to_float
     from aot.featnet import extract_features
-    from aot.metrics import frechet_distance, gaussian_stats, kernel_inception_distance
+    from aot.metrics import frechet_distance, frechet_distance_bootstrap, gaussian_stats, kernel_inception_distance
 
+    if fd_bootstrap == 1 or fd_bootstrap < 0:
+        raise ValueError(f"fd_bootstrap={fd_bootstrap}: use 0 (off) or at least 2 replicates")
     net, ckpt = load_featnet(featnet)
     with np.load(ref, allow_pickle=False) as z:
         ref_feats = z["features"]
     feats = extract_features(net, images)
-    fd = frechet_distance(*gaussian_stats(feats), *gaussian_stats(ref_feats))
+    mu_ref, sigma_ref = gaussian_stats(ref_feats)
+    fd = frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref)
+    fd_std = None
+    if fd_bootstrap:
+        fd_std = float(frechet_distance_bootstrap(feats, mu_ref, sigma_ref, replicates=fd_bootstrap).std(ddof=1))
     size = min(kid_subset_size, len(feats), len(ref_feats))
     kid_mean, kid_std = kernel_inception_distance(feats, ref_feats, num_subsets=kid_subsets, max_subset_size=size)
     # Conditional models: how often the feature net recognises the class the sample was asked for.
@@ -65,7 +75,8 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
         with torch.no_grad():
             logits = torch.cat([net(to_float(images[i : i + 500])) for i in range(0, len(images), 500)])
         agree = float((logits.argmax(1).numpy() == labels).mean())
-    return dict(metric=f"FD ({ckpt['extra']['name']})", value=float(fd), fd=float(fd), kid=float(kid_mean),
+    return dict(metric=f"FD ({ckpt['extra']['name']})", value=float(fd), value_std=fd_std, fd=float(fd),
+                fd_std=fd_std, fd_bootstrap=fd_bootstrap, kid=float(kid_mean),
                 kid_std=float(kid_std), kid_subset_size=size, class_agreement=agree,
                 feature_net=ckpt["extra"]["name"], featnet_test_accuracy=ckpt["extra"]["test_accuracy"])
 
@@ -79,13 +90,16 @@ def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path,
     mu, sigma, _ = load_stats(fid_ref)
     features = InceptionFeatures(inception_weights(weights), device=device)
     res = fid_blocks(images, seeds, features, mu, sigma, block=block)
+    blocks = res["fid_blocks"]  # spread over disjoint seed blocks (none with a single block)
     return dict(metric=f"FID-{block // 1000}k (Inception, clean-fid legacy_tensorflow), min of "
-                f"{len(res['fid_blocks'])}", value=res["fid_min"], **res)
+                f"{len(blocks)}", value=res["fid_min"],
+                value_std=float(np.std(blocks, ddof=1)) if len(blocks) > 1 else None, **res)
 
 
 def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str], model: str = "",
           featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
-          kid_subset_size: int = 1000, fid_ref: str | Path | None = None, inception_weights: str | None = None,
+          kid_subset_size: int = 1000, fd_bootstrap: int = 200, fid_ref: str | Path | None = None,
+          inception_weights: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
     from aot.images import load_samples
@@ -96,7 +110,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     for name in metrics:
         if name == "featnet":
             scores[name] = featnet_scores(images, labels, featnet, ref, kid_subsets=kid_subsets,
-                                          kid_subset_size=kid_subset_size)
+                                          kid_subset_size=kid_subset_size, fd_bootstrap=fd_bootstrap)
         elif name == "inception":
             scores[name] = inception_scores(images, seeds, fid_ref, weights=inception_weights, block=fid_block,
                                             device=device)

@@ -23,15 +23,23 @@ def _save(fig, path) -> None:
     atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
 
 
+def _yerr(rows):
+    """Error bars: each score's standard deviation (``ours_std``), none where it was not computed."""
+    if "ours_std" not in rows or rows.ours_std.isna().all():
+        return None
+    return rows.ours_std.fillna(0).to_numpy(dtype=float)
+
+
 def plot_score_vs_nfe(scores, path) -> None:
-    """Best score over rho at each NFE, one line per arm, one panel per conditioning (cf. the paper's Table 5)."""
+    """Best score over rho at each NFE, one line per arm, one panel per conditioning (cf. the paper's Table 5);
+    error bars are one standard deviation of each score (``ours_std``)."""
     conds = sorted(scores.conditioning.unique(), reverse=True)
     fig, axes = plt.subplots(1, len(conds), figsize=(5 * len(conds), 3.6), squeeze=False)
     for ax, cond in zip(axes[0], conds, strict=True):
         sub = scores[scores.conditioning == cond]
         for arm, g in sub.groupby("arm"):
-            best = g.groupby("NFE").ours.min()
-            ax.plot(best.index, best.values, "o-", label=arm)
+            best = g.loc[g.groupby("NFE").ours.idxmin()].sort_values("NFE")
+            ax.errorbar(best.NFE, best.ours, yerr=_yerr(best), fmt="o-", capsize=3, label=arm)
         ax.set(title=cond, xlabel="NFE (Heun, 2 steps - 1)", ylabel=scores.metric.iloc[0])
         ax.grid(alpha=0.3)
         ax.legend()
@@ -39,14 +47,14 @@ def plot_score_vs_nfe(scores, path) -> None:
 
 
 def plot_score_vs_rho(scores, path) -> None:
-    """Score against the schedule exponent rho, one line per (arm, steps) (cf. the paper's Table 4)."""
+    """Score against the schedule exponent rho, one line per (arm, steps) (cf. the paper's Table 4), +- 1 std."""
     conds = sorted(scores.conditioning.unique(), reverse=True)
     fig, axes = plt.subplots(1, len(conds), figsize=(5 * len(conds), 3.6), squeeze=False)
     for ax, cond in zip(axes[0], conds, strict=True):
         sub = scores[scores.conditioning == cond]
         for (arm, steps), g in sub.groupby(["arm", "steps"]):
             g = g.sort_values("rho")
-            ax.plot(g.rho, g.ours, "o-", label=f"{arm}, {steps} steps")
+            ax.errorbar(g.rho, g.ours, yerr=_yerr(g), fmt="o-", capsize=3, label=f"{arm}, {steps} steps")
         ax.set(title=cond, xlabel="rho", ylabel=scores.metric.iloc[0], xscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -104,6 +104,50 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_bootstrap(
+    features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, replicates: int = 200, seed: int = 0
+) -> np.ndarray:
+    """FD of bootstrap resamples of a generated feature set against fixed reference statistics.
+
+    Each replicate draws N rows of ``features`` with replacement (``np.random.default_rng(seed)``; the global
+    NumPy RNG is untouched) and scores them with :func:`frechet_distance`. The standard deviation of the
+    replicates estimates how much the FD of N generated images moves from one seed set to another; the reference
+    (statistics of a whole training split, or published ones) is held fixed, as when scoring.
+
+    Parameters
+    ----------
+    features : ndarray, shape (N, D)
+    mu_ref : ndarray, shape (D,)
+    sigma_ref : ndarray, shape (D, D)
+
+    Returns
+    -------
+    fds : ndarray, shape (replicates,), float64
+    """
+    F = np.asarray(features, np.float64)
+    if F.ndim != 2 or F.shape[0] < 2:
+        raise ValueError(f"features must have shape (N, D) with N >= 2, got {F.shape}")
+    if replicates < 2:
+        raise ValueError(f"replicates must be >= 2, got {replicates}")
+    mu_ref, sigma_ref = np.asarray(mu_ref, np.float64), np.asarray(sigma_ref, np.float64)
+    if mu_ref.shape != (F.shape[1],) or sigma_ref.shape != (F.shape[1], F.shape[1]):
+        raise ValueError(f"reference stats {mu_ref.shape}, {sigma_ref.shape} do not match features {F.shape}")
+    # Tr sqrtm(S R) = Tr sqrtm(R^1/2 S R^1/2) (similar matrices; the latter is symmetric PSD): with R^1/2 computed
+    # once, a replicate costs one eigvalsh instead of a general sqrtm (~20x faster at D = 128; equal to
+    # frechet_distance to rounding, tested).
+    w, V = np.linalg.eigh(sigma_ref)
+    root = (V * np.sqrt(np.clip(w, 0, None))) @ V.T  # (D, D), R^1/2
+    rng = np.random.default_rng(seed)
+    n = F.shape[0]
+    fds = np.empty(replicates)
+    for i in range(replicates):
+        mu, sigma = gaussian_stats(F[rng.integers(0, n, n)])
+        lam = np.linalg.eigvalsh(root @ sigma @ root)
+        diff = mu - mu_ref
+        fds[i] = diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+    return fds
+
+
 # ----------------------------------------------------------------------------
 # Kernel distance (KID).
 

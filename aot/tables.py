@@ -59,7 +59,7 @@ def score_table(metrics: list[dict]) -> pd.DataFrame:
                              NFE=m["nfe"], guidance=f"DG (discriminator noise: {disc_pairing})" if g else "none",
                              dg_weight=g["weight"] if g else None, dg_boosting=g.get("boosting", False) if g else None,
                              disc_pairing=disc_pairing,
-                             metric=sc["metric"], metric_key=name, ours=sc["value"],
+                             metric=sc["metric"], metric_key=name, ours=sc["value"], ours_std=sc.get("value_std"),
                              KID=sc.get("kid"), class_agreement=sc.get("class_agreement"),
                              fid_mean=sc.get("fid_mean"), samples=m["num_images"],
                              seeds=f"{m['seed_first']}-{m['seed_last']}", paper_cifar10_fid=fid,
@@ -113,8 +113,8 @@ def _lookup(scores: pd.DataFrame, arm_pairing: str, cond: str, rho, steps):
 
 def _cells(r, fallback_metric: str) -> dict:
     if r is None:
-        return dict(ours=None, metric=fallback_metric, samples=None, seeds=MISSING)
-    return dict(ours=r.ours, metric=r.metric, samples=int(r.samples), seeds=r.seeds)
+        return dict(ours=None, ours_std=None, metric=fallback_metric, samples=None, seeds=MISSING)
+    return dict(ours=r.ours, ours_std=r.ours_std, metric=r.metric, samples=int(r.samples), seeds=r.seeds)
 
 
 def table12(scores: pd.DataFrame, cond: str) -> pd.DataFrame:
@@ -148,6 +148,7 @@ def table3(scores: pd.DataFrame) -> pd.DataFrame:
                     guided = (at_nfe if not at_nfe.empty else cand).iloc[0]
                     plain = _lookup(scores[scores.guidance == "none"], arm, cond, guided.rho, guided.steps)
             row[f"ours_{cond}"] = None if guided is None else guided.ours
+            row[f"ours_{cond}_std"] = None if guided is None else guided.ours_std
             row[f"ours_unguided_{cond}"] = None if plain is None else plain.ours
             if guided is not None:
                 ran.append(f"{cond}: rho {guided.rho:g}, {int(guided.steps)} steps ({int(guided.NFE)} NFE), "
@@ -238,7 +239,9 @@ def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str) ->
 
 COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
                  "our number is comparable with it only when the metric says Inception FID on CIFAR-10. "
-                 "'—' = not run here (or not reported by the paper).")
+                 "`ours_std`: the score's standard deviation from the finite sample (FD: bootstrap over the "
+                 "generated images; Inception FID: spread over seed blocks). It ignores the correlation between "
+                 "models sampled at the same seeds. '—' = not run here (or not reported by the paper).")
 
 
 def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_stats_files=()) -> None:

@@ -8,9 +8,10 @@ from aot.tables import pairing_table, score_table, table3, table4, table5, table
 
 
 def metric(model, pairing, rho, steps, value, seeds=(0, 999)):
+    # value_std: a recognisable function of the value, so the tests can tell which row's std landed in a cell
     return dict(model=model, pairing=pairing, rho=rho, steps=steps, nfe=2 * steps - 1, num_images=1000,
                 seed_first=seeds[0], seed_last=seeds[1], cond=model.endswith("-cond"),
-                scores={"featnet": dict(metric="FD (featnet-v1)", value=value, kid=0.01)})
+                scores={"featnet": dict(metric="FD (featnet-v1)", value=value, value_std=value / 100, kid=0.01)})
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def test_table1_rows_kept_and_filled(scores):
     assert list(t.model) == ["EDM", "PFGM++", "STF", "EDM-AOT", "EDM-AOT"]
     assert list(t.paper_fid) == [1.97, 1.91, 1.90, 1.95, 1.88]
     assert list(t.ours[[0, 3, 4]]) == [5.0, 4.0, 3.0] and t.ours[[1, 2]].isna().all()
+    assert list(t.ours_std[[0, 3, 4]]) == [0.05, 0.04, 0.03] and t.ours_std[[1, 2]].isna().all()
     assert t.note[1] == "prior work (not run here)" and (t.metric == "FD (featnet-v1)").all()
     t2 = table12(scores, "cond")
     assert t2.ours.isna().sum() == 3 and t2.ours.iloc[3] == 2.5 and t2.note[0] == "not run"
@@ -58,6 +60,7 @@ def test_table5_best_rho_per_nfe(scores):
     assert len(t) == 32
     row = t[(t.model == "EDM-AOT uncond") & (t.NFE == 15)].iloc[0]
     assert row.ours == 8.0 and row.rho == 81 and row.paper_fid == 3.06  # best of rho 27 (9.0) and 81 (8.0)
+    assert row.ours_std == 0.08  # the std of the chosen row
     assert t[t.model == "EDM uncond"].ours.isna().all()  # rho 7 is not one of Table 5's rhos
 
 
@@ -90,6 +93,7 @@ def test_table3_pairs_each_guided_score_with_its_unguided_model():
     ])
     t = table3(s)
     assert list(t.ours_uncond) == [4.5, 3.8, 3.6] and list(t.ours_unguided_uncond) == [5.0, 4.0, 4.0]
+    assert list(t.ours_uncond_std) == pytest.approx([0.045, 0.038, 0.036]) and pd.isna(t.ours_cond_std.iloc[1])
     assert t.ours_cond.iloc[2] == 2.9 and t.ours_unguided_cond.iloc[2] == 3.0 and pd.isna(t.ours_cond.iloc[1])
     assert "w 1, seeds 0-999" in t.setting.iloc[2] and t.note.iloc[2] == ""
     # Guided rows carry Table 3's number, and never fill the unguided tables.
