@@ -98,7 +98,7 @@ def cmd_evaluate(a) -> None:
 
     _threads(a.threads)
     res = score(a.samples, a.out, metrics=a.metrics, model=a.model, featnet=a.featnet, ref=a.ref,
-                kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size, fd_bootstrap=a.fd_bootstrap,
+                kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size, fd_jackknife=a.fd_jackknife,
                 fid_ref=a.fid_ref,
                 inception_weights=a.inception_weights, fid_block=a.fid_block, device=a.device)
     print(json.dumps(res), file=sys.stderr)
@@ -255,8 +255,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ref", type=Path, help="featnet: reference features of the training split")
     s.add_argument("--kid-subsets", type=int, default=100)
     s.add_argument("--kid-subset-size", type=int, default=1000)
-    s.add_argument("--fd-bootstrap", type=int, default=200,
-                   help="featnet: bootstrap replicates for the FD's standard deviation (0 = off)")
+    s.add_argument("--fd-jackknife", type=int, default=50,
+                   help="featnet: jackknife groups for the FD's standard deviation (0 = off)")
     s.add_argument("--fid-ref", type=Path, help="inception: reference statistics npz (mu, sigma)")
     s.add_argument("--inception-weights", default=None, help="inception: local inception-2015-12-05.pt")
     s.add_argument("--fid-block", type=int, default=50000, help="inception: images per FID")

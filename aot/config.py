@@ -94,8 +94,11 @@ def semantic_errors(cfg: dict) -> list[str]:
     if len(set(keys)) != len(keys):
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
     e = cfg["evaluate"]
-    if e["fd_bootstrap"] == 1:
-        out.append("evaluate.fd_bootstrap: 1 replicate has no spread; use 0 (off) or at least 2")
+    if e["fd_jackknife"] == 1:
+        out.append("evaluate.fd_jackknife: 1 group has no spread; use 0 (off) or at least 2")
+    elif "featnet" in e["metrics"] and e["fd_jackknife"] > s["num_images"] - 2:
+        out.append(f"evaluate.fd_jackknife: {e['fd_jackknife']} groups need at least {e['fd_jackknife'] + 2} "
+                   f"images; sample.num_images is {s['num_images']}")
     if "inception" in e["metrics"] and s["num_images"] % e["fid_block"]:
         out.append(
             f"sample.num_images: {s['num_images']} is not a multiple of evaluate.fid_block {e['fid_block']} "

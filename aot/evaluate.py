@@ -46,18 +46,18 @@ def load_featnet(path: str | Path):
 
 
 def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, ref: str | Path, *,
-                   kid_subsets: int, kid_subset_size: int, fd_bootstrap: int = 200) -> dict:
+                   kid_subsets: int, kid_subset_size: int, fd_jackknife: int = 50) -> dict:
     """FD and KID against the training split in the feature net's space, and class agreement.
 
-    ``fd_bootstrap`` > 0: also the FD's standard deviation over that many bootstrap resamples of the generated
-    images (``metrics.frechet_distance_bootstrap``, seed 0), i.e. how far the score would move with other seeds.
+    ``fd_jackknife`` > 0: also the FD's standard deviation by a delete-a-group jackknife with that many groups of
+    generated images (``metrics.frechet_distance_jackknife``, seed 0): how far the score would move with other seeds.
     """
     from aot.data import to_float
     from aot.featnet import extract_features
-    from aot.metrics import frechet_distance, frechet_distance_bootstrap, gaussian_stats, kernel_inception_distance
+    from aot.metrics import frechet_distance, frechet_distance_jackknife, gaussian_stats, kernel_inception_distance
 
-    if fd_bootstrap == 1 or fd_bootstrap < 0:
-        raise ValueError(f"fd_bootstrap={fd_bootstrap}: use 0 (off) or at least 2 replicates")
+    if fd_jackknife == 1 or fd_jackknife < 0:
+        raise ValueError(f"fd_jackknife={fd_jackknife}: use 0 (off) or at least 2 groups")
     net, ckpt = load_featnet(featnet)
     with np.load(ref, allow_pickle=False) as z:
         ref_feats = z["features"]
@@ -65,8 +65,8 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
     mu_ref, sigma_ref = gaussian_stats(ref_feats)
     fd = frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref)
     fd_std = None
-    if fd_bootstrap:
-        fd_std = float(frechet_distance_bootstrap(feats, mu_ref, sigma_ref, replicates=fd_bootstrap).std(ddof=1))
+    if fd_jackknife:
+        fd_std = frechet_distance_jackknife(feats, mu_ref, sigma_ref, groups=fd_jackknife)[0]
     size = min(kid_subset_size, len(feats), len(ref_feats))
     kid_mean, kid_std = kernel_inception_distance(feats, ref_feats, num_subsets=kid_subsets, max_subset_size=size)
     # Conditional models: how often the feature net recognises the class the sample was asked for.
@@ -76,7 +76,7 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
             logits = torch.cat([net(to_float(images[i : i + 500])) for i in range(0, len(images), 500)])
         agree = float((logits.argmax(1).numpy() == labels).mean())
     return dict(metric=f"FD ({ckpt['extra']['name']})", value=float(fd), value_std=fd_std, fd=float(fd),
-                fd_std=fd_std, fd_bootstrap=fd_bootstrap, kid=float(kid_mean),
+                fd_std=fd_std, fd_jackknife=fd_jackknife, kid=float(kid_mean),
                 kid_std=float(kid_std), kid_subset_size=size, class_agreement=agree,
                 feature_net=ckpt["extra"]["name"], featnet_test_accuracy=ckpt["extra"]["test_accuracy"])
 
@@ -98,7 +98,7 @@ def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path,
 
 def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str], model: str = "",
           featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
-          kid_subset_size: int = 1000, fd_bootstrap: int = 200, fid_ref: str | Path | None = None,
+          kid_subset_size: int = 1000, fd_jackknife: int = 50, fid_ref: str | Path | None = None,
           inception_weights: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
@@ -110,7 +110,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     for name in metrics:
         if name == "featnet":
             scores[name] = featnet_scores(images, labels, featnet, ref, kid_subsets=kid_subsets,
-                                          kid_subset_size=kid_subset_size, fd_bootstrap=fd_bootstrap)
+                                          kid_subset_size=kid_subset_size, fd_jackknife=fd_jackknife)
         elif name == "inception":
             scores[name] = inception_scores(images, seeds, fid_ref, weights=inception_weights, block=fid_block,
                                             device=device)

@@ -104,48 +104,55 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def frechet_distance_bootstrap(
-    features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, replicates: int = 200, seed: int = 0
-) -> np.ndarray:
-    """FD of bootstrap resamples of a generated feature set against fixed reference statistics.
+def frechet_distance_jackknife(
+    features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, groups: int = 20, seed: int = 0
+) -> tuple[float, np.ndarray]:
+    """Standard deviation of the FD of a generated feature set, by the delete-a-group jackknife.
 
-    Each replicate draws N rows of ``features`` with replacement (``np.random.default_rng(seed)``; the global
-    NumPy RNG is untouched) and scores them with :func:`frechet_distance`. The standard deviation of the
-    replicates estimates how much the FD of N generated images moves from one seed set to another; the reference
-    (statistics of a whole training split, or published ones) is held fixed, as when scoring.
+    The N rows are split at random (``np.random.default_rng(seed)``; the global NumPy RNG is untouched) into
+    ``groups`` near-equal groups; theta_k is the FD of the rows outside group k against the fixed reference
+    statistics, and the estimate is sqrt((K - 1) / K * sum_k (theta_k - mean theta)^2). It says how far the FD of
+    N generated images moves from one seed set to another. By the Efron-Stein inequality the jackknife variance
+    errs on the large side. A bootstrap (resampling with replacement) is not used: at D = 128 and N = 1000 its
+    duplicated rows inflate the FD's spread 2-3x, while this estimate stays within about 10-30% (tested against
+    the spread over independent sample sets).
 
     Parameters
     ----------
     features : ndarray, shape (N, D)
     mu_ref : ndarray, shape (D,)
     sigma_ref : ndarray, shape (D, D)
+    groups : int
+        K >= 2, at most N - 2 (each leave-group-out set keeps at least 2 rows).
 
     Returns
     -------
-    fds : ndarray, shape (replicates,), float64
+    std : float
+    theta : ndarray, shape (groups,), float64
+        The leave-group-out FDs.
     """
     F = np.asarray(features, np.float64)
     if F.ndim != 2 or F.shape[0] < 2:
         raise ValueError(f"features must have shape (N, D) with N >= 2, got {F.shape}")
-    if replicates < 2:
-        raise ValueError(f"replicates must be >= 2, got {replicates}")
+    if not 2 <= groups <= F.shape[0] - 2:
+        raise ValueError(f"groups must be between 2 and N - 2 = {F.shape[0] - 2}, got {groups}")
     mu_ref, sigma_ref = np.asarray(mu_ref, np.float64), np.asarray(sigma_ref, np.float64)
     if mu_ref.shape != (F.shape[1],) or sigma_ref.shape != (F.shape[1], F.shape[1]):
         raise ValueError(f"reference stats {mu_ref.shape}, {sigma_ref.shape} do not match features {F.shape}")
     # Tr sqrtm(S R) = Tr sqrtm(R^1/2 S R^1/2) (similar matrices; the latter is symmetric PSD): with R^1/2 computed
-    # once, a replicate costs one eigvalsh instead of a general sqrtm (~20x faster at D = 128; equal to
+    # once, each FD costs one eigvalsh instead of a general sqrtm (~10x faster at D = 128; equal to
     # frechet_distance to rounding, tested).
     w, V = np.linalg.eigh(sigma_ref)
     root = (V * np.sqrt(np.clip(w, 0, None))) @ V.T  # (D, D), R^1/2
-    rng = np.random.default_rng(seed)
-    n = F.shape[0]
-    fds = np.empty(replicates)
-    for i in range(replicates):
-        mu, sigma = gaussian_stats(F[rng.integers(0, n, n)])
+    parts = np.array_split(np.random.default_rng(seed).permutation(F.shape[0]), groups)
+    theta = np.empty(groups)
+    for k, part in enumerate(parts):
+        mu, sigma = gaussian_stats(np.delete(F, part, axis=0))
         lam = np.linalg.eigvalsh(root @ sigma @ root)
         diff = mu - mu_ref
-        fds[i] = diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
-    return fds
+        theta[k] = diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+    std = float(np.sqrt((groups - 1) / groups * np.sum((theta - theta.mean()) ** 2)))
+    return std, theta
 
 
 # ----------------------------------------------------------------------------

@@ -239,7 +239,7 @@ def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str) ->
 
 COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
                  "our number is comparable with it only when the metric says Inception FID on CIFAR-10. "
-                 "`ours_std`: the score's standard deviation from the finite sample (FD: bootstrap over the "
+                 "`ours_std`: the score's standard deviation from the finite sample (FD: jackknife over the "
                  "generated images; Inception FID: spread over seed blocks). It ignores the correlation between "
                  "models sampled at the same seeds. '—' = not run here (or not reported by the paper).")
 

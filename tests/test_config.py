@@ -47,7 +47,7 @@ def test_defaults_are_filled():
         (lambda c: c["sample"].update(sigma_min=100.0), "sample.sigma_min"),
         (lambda c: c["network"]["overrides"].update(channels=3), "network.overrides"),
         (lambda c: c.pop("train"), "'train' is a required property"),
-        (lambda c: c.setdefault("evaluate", {}).update(fd_bootstrap=1), "evaluate.fd_bootstrap: 1 replicate"),
+        (lambda c: c.setdefault("evaluate", {}).update(fd_jackknife=1), "evaluate.fd_jackknife: 1 group"),
         (lambda c: c["guidance"]["runs"]["aot_dg"].update(arm="ot"), "guidance.runs.aot_dg.arm: 'ot' is not a key"),
         (
             lambda c: c["guidance"]["runs"].update(aot={"arm": "aot", "rho": 7, "steps": 18, "pairing": "none"}),

@@ -9,7 +9,7 @@ import pytest
 
 from aot.metrics import (
     frechet_distance,
-    frechet_distance_bootstrap,
+    frechet_distance_jackknife,
     gaussian_stats,
     kernel_inception_distance,
     load_stats,
@@ -139,47 +139,50 @@ def test_fd_shape_mismatch_raises(shapes):
 
 
 # ----------------------------------------------------------------------------
-# frechet_distance_bootstrap
+# frechet_distance_jackknife
 
 
-def test_fd_bootstrap_replicates_equal_frechet_distance_of_the_resamples():
-    """The eigvalsh shortcut gives, replicate by replicate, what frechet_distance gives on the same resample."""
+def test_fd_jackknife_values_are_frechet_distances_without_each_group():
+    """theta_k, computed with the eigvalsh shortcut, is what frechet_distance gives on the rows outside group k;
+    the std is the jackknife formula applied to them."""
     rng = np.random.default_rng(0)
-    D, n = 12, 300
+    D, n, K = 12, 300, 7
     feats = rng.standard_normal((n, D)) @ rng.standard_normal((D, D)) + 0.2
     mu_ref, sigma_ref = np.zeros(D), random_spd(D, rng)
-    fds = frechet_distance_bootstrap(feats, mu_ref, sigma_ref, replicates=5, seed=7)
-    draw = np.random.default_rng(7)
-    want = [frechet_distance(*gaussian_stats(feats[draw.integers(0, n, n)]), mu_ref, sigma_ref) for _ in range(5)]
-    np.testing.assert_allclose(fds, want, rtol=1e-9, atol=1e-9)
-    np.testing.assert_array_equal(fds, frechet_distance_bootstrap(feats, mu_ref, sigma_ref, replicates=5, seed=7))
-    with pytest.raises(ValueError, match="replicates"):
-        frechet_distance_bootstrap(feats, mu_ref, sigma_ref, replicates=1)
+    std, theta = frechet_distance_jackknife(feats, mu_ref, sigma_ref, groups=K, seed=7)
+    parts = np.array_split(np.random.default_rng(7).permutation(n), K)
+    want = [frechet_distance(*gaussian_stats(np.delete(feats, g, axis=0)), mu_ref, sigma_ref) for g in parts]
+    np.testing.assert_allclose(theta, want, rtol=1e-9, atol=1e-9)
+    assert std == pytest.approx(np.sqrt((K - 1) / K * np.sum((theta - np.mean(theta)) ** 2)), rel=1e-12)
+    assert frechet_distance_jackknife(feats, mu_ref, sigma_ref, groups=K, seed=7)[0] == std  # seeded
+    with pytest.raises(ValueError, match="groups"):
+        frechet_distance_jackknife(feats, mu_ref, sigma_ref, groups=1)
     with pytest.raises(ValueError, match="reference"):
-        frechet_distance_bootstrap(feats, mu_ref[:3], sigma_ref)
+        frechet_distance_jackknife(feats, mu_ref[:3], sigma_ref)
 
 
-def test_fd_bootstrap_std_matches_the_spread_over_independent_sample_sets():
-    """Independent reference: the std of FD over 400 fresh sample sets of a known Gaussian generator. The bootstrap
-    std from a single set must estimate it (measured ratios 0.94-1.18 over six sets)."""
-    D, n = 8, 500
+def test_fd_jackknife_std_matches_the_spread_over_independent_sample_sets():
+    """Independent reference: the std of FD over 300 fresh sample sets of a known Gaussian generator (D = 64,
+    N = 600; at D = 128, N = 1000 a with-replacement bootstrap overstated it 2-3x). The jackknife
+    estimate from a single set must match it (measured ratios 0.96-1.37 over eight sets, mean 1.14: Efron-Stein
+    makes it err on the large side)."""
+    D, n = 64, 600
     rng = np.random.default_rng(0)
-    sigma_ref = random_spd(D, rng) + np.eye(D)
-    mu_ref = np.zeros(D)
-    chol, mu_gen = np.linalg.cholesky(1.5 * sigma_ref), 0.3 * np.ones(D)
+    sigma_ref, mu_ref = random_spd(D, rng), np.zeros(D)
+    chol, mu_gen = np.linalg.cholesky(1.3 * sigma_ref), 0.05 * np.ones(D)
 
     def draw(r):
         return mu_gen + r.standard_normal((n, D)) @ chol.T
 
     r = np.random.default_rng(1)
-    true_std = np.std([frechet_distance(*gaussian_stats(draw(r)), mu_ref, sigma_ref) for _ in range(400)], ddof=1)
+    true_std = np.std([frechet_distance(*gaussian_stats(draw(r)), mu_ref, sigma_ref) for _ in range(300)], ddof=1)
     ratios = [
-        frechet_distance_bootstrap(draw(np.random.default_rng(100 + k)), mu_ref, sigma_ref, seed=k).std(ddof=1)
+        frechet_distance_jackknife(draw(np.random.default_rng(100 + k)), mu_ref, sigma_ref, groups=50, seed=k)[0]
         / true_std
-        for k in range(6)
+        for k in range(8)
     ]
-    assert all(0.7 < q < 1.4 for q in ratios), ratios
-    assert 0.85 < np.mean(ratios) < 1.2, ratios
+    assert all(0.75 < q < 1.6 for q in ratios), ratios
+    assert 0.9 < np.mean(ratios) < 1.3, ratios
 
 
 # ----------------------------------------------------------------------------

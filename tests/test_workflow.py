@@ -154,7 +154,7 @@ def test_smoke_run_produces_tables(smoke):
     assert len(scores) == 8  # 2 arms x 2 conditionings x 2 settings
     assert set(scores["arm"]) == {"edm", "aot"} and set(scores["conditioning"]) == {"uncond", "cond"}
     assert scores["ours"].notna().all() and (scores["ours"] > 0).all()
-    assert (scores["ours_std"] > 0).all()  # bootstrap std of each FD (evaluate.fd_bootstrap: 50)
+    assert (scores["ours_std"] > 0).all()  # jackknife std of each FD (evaluate.fd_jackknife: 8)
     assert set(scores["NFE"]) == {7, 5} and (scores["samples"] == 64).all()
     assert scores["metric"].str.startswith("FD (featnet").all()
     pairs = pd.read_csv(tables / "pairing.csv").set_index(["arm", "conditioning"])

@@ -222,7 +222,7 @@ def evaluate_args(wildcards, input):
     if "featnet" in METRICS:
         args.append(
             f"--featnet {input.featnet} --ref {input.ref} --kid-subsets {e['kid_subsets']} "
-            f"--kid-subset-size {e['kid_subset_size']} --fd-bootstrap {e['fd_bootstrap']}"
+            f"--kid-subset-size {e['kid_subset_size']} --fd-jackknife {e['fd_jackknife']}"
         )
     if "inception" in METRICS:
         args.append(f"--fid-ref {input.fid_ref} --fid-block {e['fid_block']}")
