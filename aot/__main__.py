@@ -99,6 +99,7 @@ def cmd_evaluate(a) -> None:
     _threads(a.threads)
     res = score(a.samples, a.out, metrics=a.metrics, model=a.model, featnet=a.featnet, ref=a.ref,
                 kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size, fd_jackknife=a.fd_jackknife,
+                features_out=a.features_out,
                 fid_ref=a.fid_ref,
                 inception_weights=a.inception_weights, fid_block=a.fid_block, device=a.device)
     print(json.dumps(res), file=sys.stderr)
@@ -132,7 +133,7 @@ def cmd_grid(a) -> None:
 def cmd_tables(a) -> None:
     from aot.tables import write_tables
 
-    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory, a.disc_stats)
+    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory, a.disc_stats, a.features)
 
 
 def cmd_figures(a) -> None:
@@ -257,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kid-subset-size", type=int, default=1000)
     s.add_argument("--fd-jackknife", type=int, default=50,
                    help="featnet: jackknife groups for the FD's standard deviation (0 = off)")
+    s.add_argument("--features-out", type=Path, default=None,
+                   help="featnet: also write the samples' features, seeds and the reference stats (npz)")
     s.add_argument("--fid-ref", type=Path, help="inception: reference statistics npz (mu, sigma)")
     s.add_argument("--inception-weights", default=None, help="inception: local inception-2015-12-05.pt")
     s.add_argument("--fid-block", type=int, default=50000, help="inception: images per FID")
@@ -296,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--stats", nargs="*", type=Path, default=[])
     s.add_argument("--trajectory", nargs="*", type=Path, default=[])
     s.add_argument("--disc-stats", nargs="*", type=Path, default=[], help="discriminator training summaries")
+    s.add_argument("--features", nargs="*", type=Path, default=[],
+                   help="evaluate's --features-out files, for the paired comparisons table")
     s.add_argument("--out-dir", required=True, type=Path)
 
     s = stage("figures", cmd_figures, "Score vs NFE and rho, loss curves, trajectory metrics (PNG).")

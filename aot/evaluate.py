@@ -46,11 +46,15 @@ def load_featnet(path: str | Path):
 
 
 def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, ref: str | Path, *,
-                   kid_subsets: int, kid_subset_size: int, fd_jackknife: int = 50) -> dict:
+                   kid_subsets: int, kid_subset_size: int, fd_jackknife: int = 50,
+                   seeds: np.ndarray | None = None, features_out: str | Path | None = None) -> dict:
     """FD and KID against the training split in the feature net's space, and class agreement.
 
     ``fd_jackknife`` > 0: also the FD's standard deviation by a delete-a-group jackknife with that many groups of
     generated images (``metrics.frechet_distance_jackknife``, seed 0): how far the score would move with other seeds.
+    ``features_out``: also write the generated images' features with their ``seeds`` and the reference statistics
+    (npz), so that the tables stage can compare two models sampled at the same seeds (``metrics.
+    frechet_distance_difference``).
     """
     from aot.data import to_float
     from aot.featnet import extract_features
@@ -64,6 +68,13 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
     feats = extract_features(net, images)
     mu_ref, sigma_ref = gaussian_stats(ref_feats)
     fd = frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref)
+    if features_out is not None:
+        if seeds is None or len(seeds) != len(feats):
+            raise ValueError("features_out needs one seed per image")
+        buf = io.BytesIO()
+        np.savez(buf, features=feats.astype(np.float32), seeds=np.asarray(seeds, np.int64), mu_ref=mu_ref,
+                 sigma_ref=sigma_ref, feature_net=np.array(ckpt["extra"]["name"]))
+        atomic_write_bytes(features_out, lambda f: f.write(buf.getvalue()))
     fd_std = None
     if fd_jackknife:
         fd_std = frechet_distance_jackknife(feats, mu_ref, sigma_ref, groups=fd_jackknife)[0]
@@ -98,7 +109,8 @@ def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path,
 
 def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str], model: str = "",
           featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
-          kid_subset_size: int = 1000, fd_jackknife: int = 50, fid_ref: str | Path | None = None,
+          kid_subset_size: int = 1000, fd_jackknife: int = 50, features_out: str | Path | None = None,
+          fid_ref: str | Path | None = None,
           inception_weights: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
@@ -110,7 +122,8 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     for name in metrics:
         if name == "featnet":
             scores[name] = featnet_scores(images, labels, featnet, ref, kid_subsets=kid_subsets,
-                                          kid_subset_size=kid_subset_size, fd_jackknife=fd_jackknife)
+                                          kid_subset_size=kid_subset_size, fd_jackknife=fd_jackknife,
+                                          seeds=seeds, features_out=features_out)
         elif name == "inception":
             scores[name] = inception_scores(images, seeds, fid_ref, weights=inception_weights, block=fid_block,
                                             device=device)
@@ -120,6 +133,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     result = dict(model=model, num_images=int(len(images)), seed_first=int(seeds.min()),
                   seed_last=int(seeds.max()), rho=m["rho"], steps=m["steps"], nfe=m["nfe"],
                   pairing=m["train"]["pairing"], cond=bool(m["train"]["cond"]), guidance=m.get("guidance"),
+                  checkpoint=m.get("checkpoint"),
                   scores=scores,
                   seconds=time.perf_counter() - t0)
     write_json(out, result)

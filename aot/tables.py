@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from aot.checkpoint import atomic_write_text
@@ -171,6 +172,72 @@ def discriminator_table(stats: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["conditioning", "model"], ignore_index=True)
 
 
+def comparisons_table(metrics: list[dict], features: dict[str, dict], *, groups: int = 50) -> pd.DataFrame:
+    # groups: jackknife groups where the metrics do not say how many evaluate used (evaluate.fd_jackknife)
+    """Paired differences of FD at the same seeds: each model against its baseline, with the paired jackknife std.
+
+    Baselines, within a conditioning and sampler setting: every unguided arm against the arm trained with
+    ``pairing: none`` (EDM); every guided model against its unguided score model; a discriminator trained with
+    AOT-paired noise against the one without (same score model). ``features`` maps a model name and setting
+    ("aot-cond/rho7-steps18") to evaluate's features file contents (features, seeds, mu_ref, sigma_ref). Pairs
+    whose seeds differ are skipped; a negative difference means the model scores better than its baseline.
+    """
+    from aot.metrics import frechet_distance_difference
+
+    by_key = {}
+    for m in metrics:
+        arm, cond = m["model"].rsplit("-", 1)
+        g = m.get("guidance")
+        key = f"{m['model']}/rho{m['rho']:g}-steps{m['steps']}"
+        if key in features:
+            by_key[key] = dict(m=m, arm=arm, cond=cond, disc=g["discriminator_config"]["pairing"] if g else None,
+                               score_model=_score_model_arm(m, metrics) if g else None, f=features[key])
+    rows = []
+    for key, a in by_key.items():
+        setting = key.split("/", 1)[1]
+        baselines = []
+        if a["disc"] is None:
+            if a["m"]["pairing"] != "none":
+                baselines += [b for b in by_key.values() if b["disc"] is None and b["cond"] == a["cond"]
+                              and b["m"]["pairing"] == "none" and _setting(b) == setting]
+        else:
+            baselines += [b for b in by_key.values() if b["disc"] is None and b["cond"] == a["cond"]
+                          and b["arm"] == a["score_model"] and _setting(b) == setting]
+            if a["disc"] != "none":
+                baselines += [b for b in by_key.values() if b["disc"] == "none" and b["cond"] == a["cond"]
+                              and b["score_model"] == a["score_model"] and _setting(b) == setting]
+        for b in baselines:
+            fa, fb = a["f"], b["f"]
+            if not np.array_equal(fa["seeds"], fb["seeds"]) or not np.array_equal(fa["mu_ref"], fb["mu_ref"]):
+                continue  # not the same seeds (or not the same feature space): no paired comparison
+            k = a["m"]["scores"]["featnet"].get("fd_jackknife") or groups  # evaluate.fd_jackknife when it ran
+            diff, std = frechet_distance_difference(fa["features"], fb["features"], fa["mu_ref"], fa["sigma_ref"],
+                                                    groups=min(k, len(fa["seeds"]) - 2))
+            rows.append(dict(conditioning=a["cond"], rho=a["m"]["rho"], steps=a["m"]["steps"], NFE=a["m"]["nfe"],
+                             model=a["arm"], baseline=b["arm"], model_score=a["m"]["scores"]["featnet"]["value"],
+                             baseline_score=b["m"]["scores"]["featnet"]["value"], difference=diff,
+                             difference_std=std, z=diff / std if std > 0 else None,
+                             samples=len(fa["seeds"]), seeds=f"{fa['seeds'].min()}-{fa['seeds'].max()}"))
+    if not rows:
+        return pd.DataFrame(columns=["conditioning", "rho", "steps", "model", "baseline", "difference",
+                                     "difference_std"])
+    return pd.DataFrame(rows).sort_values(["conditioning", "NFE", "rho", "baseline", "model"],
+                                          ascending=[False, False, True, True, True], ignore_index=True)
+
+
+def _setting(entry: dict) -> str:
+    return f"rho{entry['m']['rho']:g}-steps{entry['m']['steps']}"
+
+
+def _score_model_arm(m: dict, metrics: list[dict]) -> str | None:
+    """The arm whose network a guided model sampled: the unguided model with the same checkpoint."""
+    ckpt = m.get("checkpoint")
+    for other in metrics:
+        if other.get("guidance") is None and ckpt is not None and other.get("checkpoint") == ckpt:
+            return other["model"].rsplit("-", 1)[0]
+    return None
+
+
 def table4(scores: pd.DataFrame) -> pd.DataFrame:
     metric = scores.metric.iloc[0] if not scores.empty else MISSING
     rows = []
@@ -244,10 +311,12 @@ COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception
                  "models sampled at the same seeds. '—' = not run here (or not reported by the paper).")
 
 
-def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_stats_files=()) -> None:
+def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_stats_files=(),
+                 feature_files=()) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores = score_table([json.loads(Path(p).read_text()) for p in metric_files])
+    metrics = [json.loads(Path(p).read_text()) for p in metric_files]
+    scores = score_table(metrics)
     pairs = pairing_table([json.loads(Path(p).read_text()) for p in stats_files])
     trajs = trajectory_table([json.loads(Path(p).read_text()) for p in trajectory_files])
     primary = scores[scores.metric_key == scores.metric_key.iloc[0]]  # the first configured metric
@@ -266,6 +335,17 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
            "Binary cross-entropy and accuracy of real vs generated images at the last epoch (training data, "
            "VP-diffused at importance-sampled times). With AOT the perturbation noise of each batch is assigned to "
            "its images; the reduction is of the mean image-noise distance vs the independent draw.")
+    features = {}
+    for p in feature_files:  # results/<exp>/metrics/<model>/<setting>.features.npz
+        p = Path(p)
+        with np.load(p, allow_pickle=False) as z:
+            features[f"{p.parent.name}/{p.name.removesuffix('.features.npz')}"] = {k: z[k] for k in z.files}
+    _write(out_dir, "comparisons", comparisons_table(metrics, features), "Paired comparisons at the same seeds",
+           "FD of each model minus its baseline's (EDM's arm at the same setting; a guided model's unguided model; "
+           "a discriminator trained with AOT noise vs without), both sampled at the same seeds, with the paired "
+           "jackknife standard deviation of the difference (evaluate.fd_jackknife groups of seeds, each deleted "
+           "from both sets at once) and z = difference / std. Negative: the model is better. Pairing removes "
+           "what the two sets share through their latents, which the per-score `ours_std` cannot.")
     _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
            "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
            "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.")

@@ -116,3 +116,45 @@ def test_pairing_table_reduction():
                             wait_fraction=0.001)])
     assert t.reduction_pct.iloc[0] == pytest.approx(10.0) and t.solve_ms.iloc[0] == pytest.approx(4.0)
     assert pairing_table([]).empty
+
+
+def test_comparisons_pair_each_model_with_its_baselines_at_the_same_seeds():
+    import numpy as np
+
+    from aot.metrics import frechet_distance, gaussian_stats
+    from aot.tables import comparisons_table
+
+    rng = np.random.default_rng(0)
+    n, D = 200, 6
+    z = rng.standard_normal((n, D))  # one latent per seed, shared by every model
+    mu_ref, sigma_ref = np.zeros(D), np.eye(D)
+
+    def entry(model, pairing, shift, seeds=None, disc=None, ckpt=None):
+        seeds = np.arange(n) if seeds is None else seeds
+        m = metric(model, pairing, 7, 18, 0.0)
+        m["checkpoint"] = ckpt or f"models/{model}/network.pt"
+        if disc is not None:
+            m["guidance"] = dict(weight=2.0, discriminator_config=dict(pairing=disc))
+        feats = z + shift + 0.1 * rng.standard_normal((n, D))
+        m["scores"]["featnet"]["value"] = frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref)
+        return m, dict(features=feats, seeds=seeds, mu_ref=mu_ref, sigma_ref=sigma_ref)
+
+    made = {
+        "edm-uncond": entry("edm-uncond", "none", 0.0),
+        "aot-uncond": entry("aot-uncond", "aot", 0.3),
+        "aot_dg-uncond": entry("aot_dg-uncond", "aot", 0.2, disc="none", ckpt="models/aot-uncond/network.pt"),
+        "aot_dgaot-uncond": entry("aot_dgaot-uncond", "aot", 0.1, disc="aot", ckpt="models/aot-uncond/network.pt"),
+        "knn-uncond": entry("knn-uncond", "knn", 0.3, seeds=np.arange(n) + 5000),  # other seeds: no comparison
+    }
+    metrics = [m for m, _ in made.values()]
+    features = {f"{k}/rho7-steps18": f for k, (_, f) in made.items()}
+    t = comparisons_table(metrics, features, groups=20)
+    assert sorted(zip(t.model, t.baseline, strict=True)) == [
+        ("aot", "edm"), ("aot_dg", "aot"), ("aot_dgaot", "aot"), ("aot_dgaot", "aot_dg")]
+    row = t[(t.model == "aot_dgaot") & (t.baseline == "aot_dg")].iloc[0]
+    want = made["aot_dgaot-uncond"][0]["scores"]["featnet"]["value"] - made["aot_dg-uncond"][0]["scores"]["featnet"][
+        "value"]
+    assert row.difference == pytest.approx(want, rel=1e-9) and row.difference < 0
+    assert row.model_score - row.baseline_score == pytest.approx(row.difference, rel=1e-9)
+    assert (t.difference_std > 0).all() and (t.samples == n).all() and (t.seeds == f"0-{n - 1}").all()
+    assert comparisons_table(metrics, {}).empty  # no features (inception-only configs): an empty table

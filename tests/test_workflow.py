@@ -182,6 +182,13 @@ def test_smoke_run_discriminator_guidance(smoke):
     g = scores[scores["guidance"] != "none"]
     assert len(g) == 6 and set(g["arm"]) == {"edm_dg", "aot_dg", "aot_dgaot"} and (g["ours"] > 0).all()
     assert set(g["disc_pairing"]) == {"none", "aot"} and set(g["dg_weight"]) == {2.0, 1.0}
+    comp = pd.read_csv(tables / "comparisons.csv")  # paired differences at the same seeds
+    for cond in ("uncond", "cond"):
+        pairs = set(zip(*comp[comp.conditioning == cond][["model", "baseline"]].values.T, strict=True))
+        assert {("aot", "edm"), ("edm_dg", "edm"), ("aot_dg", "aot"), ("aot_dgaot", "aot"),
+                ("aot_dgaot", "aot_dg")} <= pairs, pairs
+    assert (comp.difference_std > 0).all()
+    assert ((comp.model_score - comp.baseline_score - comp.difference).abs() < 1e-6).all()
     t3 = pd.read_csv(tables / "table3.csv")
     for col in ("ours_uncond", "ours_cond", "ours_unguided_uncond", "ours_unguided_cond"):
         assert t3[col].notna().all(), col

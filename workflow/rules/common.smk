@@ -67,6 +67,7 @@ TABLES = [
     "pairing",
     "trajectory",
     "discriminators",
+    "comparisons",
 ]
 
 

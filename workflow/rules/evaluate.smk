@@ -56,7 +56,13 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        f"{R}/metrics/{{model}}/{{setting}}.json",
+        **(
+            {"features": f"{R}/metrics/{{model}}/{{setting}}.features.npz"}
+            if "featnet" in METRICS
+            else {}
+        ),
+        json=f"{R}/metrics/{{model}}/{{setting}}.json",
+        # featnet: the samples' features at their seeds, for the paired comparisons of the tables stage
     log:
         f"{R}/logs/evaluate/{{model}}/{{setting}}.log",
     conda:
@@ -67,8 +73,11 @@ rule evaluate:
     params:
         args=evaluate_args,
         metrics=" + ".join(METRICS),
+        features=lambda wc, output: (
+            f"--features-out {output.features}" if "features" in output.keys() else ""
+        ),
     message:
         "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics}); inception downloads its weights on first use"
     shell:
-        "python -m aot evaluate --samples {input.samples} --out {output} --model {wildcards.model} "
-        "{params.args} --threads {threads} > {log} 2>&1"
+        "python -m aot evaluate --samples {input.samples} --out {output.json} --model {wildcards.model} "
+        "{params.args} {params.features} --threads {threads} > {log} 2>&1"

@@ -4,6 +4,19 @@ rule tables:
             f"{R}/metrics/{{model}}/{{setting}}.json", model=MODELS, setting=SETTINGS
         )
         + guided_metrics(),
+        features=(
+            [
+                p.replace(".json", ".features.npz")
+                for p in expand(
+                    f"{R}/metrics/{{model}}/{{setting}}.json",
+                    model=MODELS,
+                    setting=SETTINGS,
+                )
+                + guided_metrics()
+            ]
+            if "featnet" in METRICS
+            else []
+        ),
         disc_stats=expand(f"{R}/discriminators/{{model}}/train.json", model=GUIDED),
         stats=expand(f"{R}/models/{{model}}/train.json", model=TRAINED),
         trajectory=expand(
@@ -34,7 +47,8 @@ rule tables:
         out_dir=lambda wc, output: Path(output.scores_csv).parent,
     shell:
         "python -m aot tables --metrics {input.metrics} --stats {input.stats} "
-        "--trajectory {input.trajectory} --disc-stats {input.disc_stats} --out-dir {params.out_dir} "
+        "--trajectory {input.trajectory} --disc-stats {input.disc_stats} --features {input.features} "
+        "--out-dir {params.out_dir} "
         "> {log} 2>&1"
 
 
