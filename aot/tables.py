@@ -345,7 +345,8 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
            "a discriminator trained with AOT noise vs without), both sampled at the same seeds, with the paired "
            "jackknife standard deviation of the difference (evaluate.fd_jackknife groups of seeds, each deleted "
            "from both sets at once) and z = difference / std. Negative: the model is better. Pairing removes "
-           "what the two sets share through their latents, which the per-score `ours_std` cannot.")
+           "what the two sets share through their latents, which the per-score `ours_std` cannot. Both stds err on "
+           "the large side (jackknife) and cover the seed set only, not the training run.")
     _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
            "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
            "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.")
