@@ -225,24 +225,8 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     cur_nimg, history, pool_done = 0, [], False
     streams_path = state_path if rank == 0 else run_dir / f"streams-rank{rank}.pt"
     if state_path.exists():
-        s = torch.load(state_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(s["net"])
-        ema.load_state_dict(s["ema"])
-        opt.load_state_dict(s["opt"])
-        cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
-        r = s if rank == 0 else torch.load(streams_path, map_location="cpu", weights_only=True)
-        if int(r["cur_nimg"]) != cur_nimg:
-            raise ValueError(f"{streams_path} is at {r['cur_nimg']} images but {state_path} at {cur_nimg}; "
-                             f"the run dir {run_dir} is inconsistent: delete it to restart")
-        sampler.restore(r["sampler"])
-        noise_gen.set_state(r["noise_gen"])
-        sigma_gen.set_state(r["sigma_gen"])
-        torch.set_rng_state(r["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in r:
-            torch.cuda.set_rng_state(r["cuda_rng"], device)
-        log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
-        if rank == 0:  # ticks logged after the state dump are redone: drop them from the log
-            _truncate_log(run_dir / "log.jsonl", cur_nimg / 1000)
+        cur_nimg, history = _resume(state_path, streams_path, rank, device, net=net, ema=ema, opt=opt,
+                                    sampler=sampler, noise_gen=noise_gen, sigma_gen=sigma_gen)
 
     images_all = torch.as_tensor(ds.train_images)
     labels_all = torch.as_tensor(ds.train_labels)
@@ -331,40 +315,18 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                         loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
                         loss.sum().mul(1 / per_proc).backward()
                     tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
-                # Update weights (EDM: lr ramp, NaN/Inf cleanup).
-                lr = learning_rate(spec, cur_nimg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                for p in net.parameters():
-                    if p.grad is not None:
-                        torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-                opt.step()
-                cur_nimg += spec.batch
-                # EMA.
-                beta = ema_beta(spec, cur_nimg, spec.batch)
-                with torch.no_grad():
-                    for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                        p_ema.copy_(p.detach().lerp(p_ema, beta))
+                cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
                 step_time_total += time.perf_counter() - t_step
                 if bar is not None:
                     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
                 if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
-                    recent = history[tick_start_pool:] or history[-1:]  # the pools of this tick
                     now = time.perf_counter()
-                    line = dict(kimg=round(cur_nimg / 1000, 3), loss=torch.stack(tick_losses).mean().item(),
-                                sec=round(now - t_start, 2),
-                                kimg_per_s=(cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9),
-                                dist_paired=float(np.mean([h["dist_paired"] for h in recent])),
-                                dist_independent=float(np.mean([h["dist_independent"] for h in recent])),
-                                solve_ms=1000 * float(np.mean([h["solve_s"] for h in recent])),
-                                wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
+                    rate = (cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
+                    pools = history[tick_start_pool:] or history[-1:]  # the pools of this tick
+                    line = _tick_line(cur_nimg, tick_losses, pools, sec=now - t_start, kimg_per_s=rate,
+                                      wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
                     if rank == 0:
-                        with open(run_dir / "log.jsonl", "a") as f:
-                            f.write(json.dumps(line) + "\n")
-                        msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  {line['kimg_per_s']:.3f} kimg/s  "
-                               f"pair dist {line['dist_paired']:.3f} (indep {line['dist_independent']:.3f})  "
-                               f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
-                        (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
+                        _write_tick(run_dir / "log.jsonl", line, bar)
                     tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
                     tick_start_pool = len(history)
             else:
@@ -388,6 +350,76 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     if world > 1:
         torch.distributed.destroy_process_group()
     return summary
+
+
+def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.device, *, net: nn.Module,
+            ema: nn.Module, opt: torch.optim.Optimizer, sampler: PoolSampler, noise_gen: torch.Generator,
+            sigma_gen: torch.Generator) -> tuple[int, list[dict]]:
+    """Load the saved weights, optimizer and this process's random streams in place; return (cur_nimg, history).
+
+    Process 0's streams are in ``state_path`` with the weights, the others' in their own ``streams_path``; all must
+    be at the same image count, else the run dir is inconsistent (ValueError naming it).
+    """
+    s = torch.load(state_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(s["net"])
+    ema.load_state_dict(s["ema"])
+    opt.load_state_dict(s["opt"])
+    cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
+    r = s if rank == 0 else torch.load(streams_path, map_location="cpu", weights_only=True)
+    if int(r["cur_nimg"]) != cur_nimg:
+        raise ValueError(f"{streams_path} is at {r['cur_nimg']} images but {state_path} at {cur_nimg}; "
+                         f"the run dir {state_path.parent} is inconsistent: delete it to restart")
+    sampler.restore(r["sampler"])
+    noise_gen.set_state(r["noise_gen"])
+    sigma_gen.set_state(r["sigma_gen"])
+    torch.set_rng_state(r["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in r:
+        torch.cuda.set_rng_state(r["cuda_rng"], device)
+    log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
+    if rank == 0:  # ticks logged after the state dump are redone: drop them from the log
+        _truncate_log(state_path.parent / "log.jsonl", cur_nimg / 1000)
+    return cur_nimg, history
+
+
+def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
+                    cur_nimg: int) -> int:
+    """One Adam step on the accumulated gradients (EDM: lr ramp, NaN/Inf cleanup), then the EMA update.
+
+    Returns the image count after the step (``cur_nimg + spec.batch``), which sets the EMA's rampup.
+    """
+    lr = learning_rate(spec, cur_nimg)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    for p in net.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+    opt.step()
+    cur_nimg += spec.batch
+    beta = ema_beta(spec, cur_nimg, spec.batch)
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+    return cur_nimg
+
+
+def _tick_line(cur_nimg: int, losses: list[torch.Tensor], pools: list[dict], *, sec: float, kimg_per_s: float,
+               wait_frac: float) -> dict:
+    """One log.jsonl record: mean loss over the tick's micro-batches (one device sync), pairing stats of its pools."""
+    return dict(kimg=round(cur_nimg / 1000, 3), loss=torch.stack(losses).mean().item(), sec=round(sec, 2),
+                kimg_per_s=kimg_per_s,
+                dist_paired=float(np.mean([h["dist_paired"] for h in pools])),
+                dist_independent=float(np.mean([h["dist_independent"] for h in pools])),
+                solve_ms=1000 * float(np.mean([h["solve_s"] for h in pools])),
+                wait_frac=wait_frac)
+
+
+def _write_tick(path: Path, line: dict, bar) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  {line['kimg_per_s']:.3f} kimg/s  "
+           f"pair dist {line['dist_paired']:.3f} (indep {line['dist_independent']:.3f})  "
+           f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
+    (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
 
 
 def _truncate_log(path: Path, kimg: float) -> None:
