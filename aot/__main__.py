@@ -174,12 +174,19 @@ def _download(url: str, cache_dir: Path) -> str:
     return str(dest)
 
 
+def cmd_replicates(a) -> None:
+    from aot.tables import write_replicates
+
+    write_replicates(a.tables, a.out_dir)
+    print(f"wrote {a.out_dir}/scores.md", file=sys.stderr)
+
+
 def cmd_check_config(a) -> None:
-    from aot.config import check_config, load_yaml
+    from aot.config import check_config, load_yaml, merge_config
 
     cfg = {}
-    for path in a.configs:
-        cfg.update(load_yaml(path))
+    for path in a.configs:  # mappings merge, as Snakemake merges --configfile
+        merge_config(cfg, load_yaml(path))
     check_config(cfg)
     print(f"config OK: {', '.join(a.configs)}")
 
@@ -316,6 +323,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pairing", required=True, help="how the network was trained: none (EDM) or aot (EDM-AOT)")
     s.add_argument("--key", default="ema", help="which network of the pickle")
     s.add_argument("--cache-dir", type=Path, default=Path("resources/checkpoints"))
+
+    s = stage("replicates", cmd_replicates, "Scores and paired comparisons of one experiment trained several times "
+              "(other train.seed), with the spread across training runs.")
+    s.add_argument("tables", nargs="+", type=Path, help="results/tables/<experiment> folders, one per training run")
+    s.add_argument("--out-dir", required=True, type=Path)
 
     s = stage("check-config", cmd_check_config, "Validate config files (later files override earlier keys).")
     s.add_argument("configs", nargs="+")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -46,6 +48,47 @@ def test_bad_seed_range(tmp_path):
     r = aot("sample", "--ckpt", "x.pt", "--rho", "7", "--steps", "4", "--seeds", "9-3", "--out", "s.npz",
             cwd=tmp_path)
     assert r.returncode == 2 and "seeds" in r.stderr
+
+
+def test_check_config_merges_files_as_snakemake_does(tmp_path):
+    """A later file's mapping merges into the earlier one's (Snakemake's --configfile), it does not replace it:
+    here the default's 1500 fakes stay, so a batch of 3100 is too large; replacing the whole guidance section
+    would have fallen back to the schema's 50000 fakes and passed."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("guidance:\n  train:\n    batch: 3100\n")
+    r = aot("check-config", str(ROOT / "config/config.yaml"), str(extra), cwd=tmp_path)
+    assert r.returncode == 2 and "guidance.train.batch: 3100 is more than the 3000" in r.stderr, r.stderr
+    extra.write_text("guidance:\n  enabled: false\n")
+    r = aot("check-config", str(ROOT / "config/config.yaml"), str(extra), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_replicates_tables_across_training_runs(tmp_path):
+    import pandas as pd
+
+    def run(name, ours, diff):
+        d = tmp_path / "tables" / name
+        d.mkdir(parents=True)
+        base = dict(arm="aot", pairing="aot", conditioning="cond", rho=7, steps=18, NFE=35, guidance="none",
+                    disc_pairing=None, metric="FD (featnet-v1)", seeds="0-999")
+        pd.DataFrame([dict(base, ours=ours, ours_std=0.5), dict(base, arm="edm", pairing="none", ours=3.0,
+                                                                  ours_std=0.4)]).to_csv(d / "scores.csv", index=False)
+        pd.DataFrame([dict(conditioning="cond", rho=7, steps=18, NFE=35, model="aot", baseline="edm",
+                           difference=diff, difference_std=0.2)]).to_csv(d / "comparisons.csv", index=False)
+        return str(d)
+
+    dirs = [run("digits", 3.5, 0.5), run("digits-seed1", 2.9, -0.1), run("digits-seed2", 3.2, 0.2)]
+    r = aot("replicates", *dirs, "--out-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(tmp_path / "out/scores.csv").set_index("arm")
+    assert s.loc["aot", "runs"] == 3 and s.loc["aot", "mean"] == pytest.approx(3.2)
+    assert s.loc["aot", "std_across_runs"] == pytest.approx(0.3)  # sqrt(((0.3)^2 + 0.3^2 + 0) / 2)
+    assert s.loc["aot", "mean_std_within_run"] == pytest.approx(0.5) and s.loc["edm", "std_across_runs"] == 0
+    assert list(s.loc["aot", ["ours_digits", "ours_digits-seed1", "ours_digits-seed2"]]) == [3.5, 2.9, 3.2]
+    c = pd.read_csv(tmp_path / "out/comparisons.csv").iloc[0]
+    assert c["mean"] == pytest.approx(0.2) and c["std_across_runs"] == pytest.approx(0.3) and c["runs"] == 3
+    r = aot("replicates", dirs[0], "--out-dir", str(tmp_path / "out2"), cwd=tmp_path)
+    assert r.returncode == 2 and "at least 2" in r.stderr
 
 
 def test_check_config_reports_one_line(tmp_path):
