@@ -200,7 +200,7 @@ def comparisons_table(metrics: list[dict], features: dict[str, dict], *, groups:
             if a["m"]["pairing"] != "none":
                 baselines += [b for b in by_key.values() if b["disc"] is None and b["cond"] == a["cond"]
                               and b["m"]["pairing"] == "none" and _setting(b) == setting]
-        else:
+        elif a["score_model"] is not None:  # guided; metrics without the checkpoint cannot be matched
             baselines += [b for b in by_key.values() if b["disc"] is None and b["cond"] == a["cond"]
                           and b["arm"] == a["score_model"] and _setting(b) == setting]
             if a["disc"] != "none":

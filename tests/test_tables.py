@@ -158,3 +158,7 @@ def test_comparisons_pair_each_model_with_its_baselines_at_the_same_seeds():
     assert row.model_score - row.baseline_score == pytest.approx(row.difference, rel=1e-9)
     assert (t.difference_std > 0).all() and (t.samples == n).all() and (t.seeds == f"0-{n - 1}").all()
     assert comparisons_table(metrics, {}).empty  # no features (inception-only configs): an empty table
+    for m in metrics:  # metrics written before they recorded the checkpoint: guided rows have no baseline
+        m.pop("checkpoint")
+    assert sorted(zip(*comparisons_table(metrics, features, groups=20)[["model", "baseline"]].values.T,
+                      strict=True)) == [("aot", "edm")]
