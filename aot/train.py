@@ -385,7 +385,9 @@ def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.
                     cur_nimg: int) -> int:
     """One Adam step on the accumulated gradients (EDM: lr ramp, NaN/Inf cleanup), then the EMA update.
 
-    Returns the image count after the step (``cur_nimg + spec.batch``), which sets the EMA's rampup.
+    Both the learning rate and the EMA's rampup use the image count *before* the step, as EDM's training loop
+    does (it adds the batch to ``cur_nimg`` after the EMA update): the first step has beta 0, so the EMA starts
+    as a copy of the once-updated network. Returns the image count after the step (``cur_nimg + spec.batch``).
     """
     lr = learning_rate(spec, cur_nimg)
     for g in opt.param_groups:
@@ -394,12 +396,11 @@ def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.
         if p.grad is not None:
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
     opt.step()
-    cur_nimg += spec.batch
     beta = ema_beta(spec, cur_nimg, spec.batch)
     with torch.no_grad():
         for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
             p_ema.copy_(p.detach().lerp(p_ema, beta))
-    return cur_nimg
+    return cur_nimg + spec.batch
 
 
 def _tick_line(cur_nimg: int, losses: list[torch.Tensor], pools: list[dict], *, sec: float, kimg_per_s: float,

@@ -156,3 +156,36 @@ def test_two_process_gloo_ddp_and_resume(tmp_path, digits):
     # Global batch 32 over 2 processes = 16 images per process and step, so a pool of 64 lasts 4 steps;
     # 256 images = 8 steps = 2 pools per process.
     assert stats["kimg"] == pytest.approx(0.256) and stats["pools"] == 2
+
+
+def test_ema_follows_edms_loop_from_the_first_step():
+    """EDM's training_loop.py computes the EMA beta from the image count *before* the step (it adds the batch
+    afterwards), so the first step has half-life 0 -> beta 0 -> the EMA copies the network. Reference: that loop
+    written out here, step by step, on a tiny module."""
+    import copy
+
+    from aot.train import _optimizer_step
+
+    spec = TrainSpec(batch=8, lr=0.1, lr_rampup_kimg=0, ema_halflife_kimg=0.5, ema_rampup_ratio=0.05)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    ref = [p.detach().clone() for p in ema.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    cur_nimg = 0
+    for step in range(6):
+        opt.zero_grad()
+        net(torch.randn(4, 3)).square().sum().backward()
+        # EDM: ema_halflife_nimg = min(halflife, cur_nimg * ratio); beta = 0.5 ** (batch / max(h, 1e-8)); then +=
+        h = min(spec.ema_halflife_kimg * 1000, cur_nimg * spec.ema_rampup_ratio)
+        beta = 0.5 ** (spec.batch / max(h, 1e-8))
+        cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
+        assert cur_nimg == 8 * (step + 1)
+        ref = [p.detach() + (r - p.detach()) * beta for r, p in zip(ref, net.parameters(), strict=True)]
+        for r, e in zip(ref, ema.parameters(), strict=True):
+            torch.testing.assert_close(e, r, rtol=0, atol=1e-7)
+        if step == 0:
+            assert beta == 0 and all(torch.equal(e, p) for e, p in zip(ema.parameters(), net.parameters(),
+                                                                         strict=True))
+        if step == 1:
+            assert beta == pytest.approx(0.5 ** 20)  # h = 0.05 * 8 = 0.4 images
