@@ -1,4 +1,26 @@
+DATASET = config["dataset"]
+# dataset.archive (cifar10: a local cifar-10-python.tar.gz or its folder) is a declared input, so a wrong path
+# stops the DAG before any job (MissingInputException naming it) and a replaced archive re-prepares the dataset.
+DATASET_ARCHIVE = DATASET.get("archive")
+# Flags for the source's own options only (cifar10 has no split: its test_batch is the held-out set) and for the
+# per-class training subset; {params.args:q} quotes each item on its own.
+DATASET_ARGS = [
+    str(v)
+    for v in (
+        (["--test-fraction", DATASET.get("test_fraction", 0.2)] if DATASET["source"] == "digits" else [])
+        + (["--split-seed", DATASET.get("split_seed", 0)] if DATASET["source"] in ("digits", "synthetic") else [])
+        + (
+            ["--subset", DATASET["subset"], "--subset-seed", DATASET.get("subset_seed", 0)]
+            if DATASET.get("subset") is not None
+            else []
+        )
+    )
+]
+
+
 rule prepare_dataset:
+    input:
+        unpack(lambda wildcards: {"archive": DATASET_ARCHIVE} if DATASET_ARCHIVE else {}),
     output:
         data=f"{R}/data/dataset.npz",
         info=f"{R}/data/dataset.json",
@@ -7,15 +29,9 @@ rule prepare_dataset:
     conda:
         "../envs/aot.yaml"
     params:
-        source=config["dataset"]["source"],
-        archive=(
-            f"--archive {config['dataset']['archive']}"
-            if config["dataset"].get("archive")
-            else ""
-        ),
-        test_fraction=config["dataset"]["test_fraction"],
-        split_seed=config["dataset"]["split_seed"],
+        source=DATASET["source"],
+        args=DATASET_ARGS,
     shell:
-        "python -m aot prepare --source {params.source} {params.archive} "
-        "--test-fraction {params.test_fraction} --split-seed {params.split_seed} "
-        "--out {output.data} --info {output.info} > {log} 2>&1"
+        "python -m aot prepare --source {params.source:q} "
+        + ("--archive {input.archive:q} " if DATASET_ARCHIVE else "")
+        + "{params.args:q} --out {output.data:q} --info {output.info:q} > {log:q} 2>&1"
