@@ -59,3 +59,22 @@ rule sample_guided:
         "--seeds {wildcards.shard} --batch {params.batch} --sigma-min {params.sigma_min} "
         "--sigma-max {params.sigma_max} --device {params.device} --out {output} "
         "--threads {threads} > {log} 2>&1"
+
+
+# DG's frozen ADM 32x32 classifier (extractor adm32), fetched once from the authors' Google Drive folder on the
+# login node (localrule) and checked to load into aot.adm's classifier. A copy put at guidance.extractor_weights by
+# hand (clusters without internet) is used as it is. protected(): the downloaded copy is made read-only, so that a
+# forced or triggered rerun stops with an error instead of deleting it, downloading it again (Google Drive quota) and
+# retraining every discriminator. No conda: directive, so that a change of the environment file is no rerun trigger.
+if GUIDANCE["enabled"] and GUIDANCE["extractor"] == "adm32":
+
+    rule fetch_dg_classifier:
+        output:
+            protected(GUIDANCE["extractor_weights"]),
+        log:
+            f"{R}/logs/fetch_dg_classifier.log",
+        localrule: True
+        message:
+            "Downloading DG's ADM 32x32 classifier (32x32_classifier.pt, Google Drive) to {output}"
+        shell:
+            "python -m aot fetch-dg-classifier --out {output:q} > {log:q} 2>&1"
