@@ -1,7 +1,8 @@
 """Metrics JSON files -> the comparison tables (CSV + Markdown + LaTeX) with the paper's numbers beside ours.
 
 Every row carries its setting (rho, steps, NFE, samples, seeds, metric). Rows of the paper that we have not
-run are kept and shown as missing ('—'), never dropped.
+run are kept and shown as missing ('—'), never dropped, with the reason in their ``note``: from the resolved
+experiment config when the tables stage is given it (``--config``), else as far as the metrics files tell.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from aot.samplers import nfe as nfe_of
 
 TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
 MISSING = "—"
+PRIOR_WORK = "prior work: not retrained here"
+PAIRING_OF = {v: k for k, v in PAPER_ARM.items()}  # the paper's arm ('edm', 'aot') -> our noise pairing
 
 
 def _missing(x) -> bool:
@@ -106,43 +109,126 @@ def _lookup(scores: pd.DataFrame, arm_pairing: str, cond: str, rho, steps):
     """Our row for the paper arm ('edm' = pairing none, 'aot' = pairing aot) at a setting, or None."""
     if scores.empty or rho is None:
         return None
-    pairing = {v: k for k, v in PAPER_ARM.items()}[arm_pairing]
+    pairing = PAIRING_OF[arm_pairing]
     hit = scores[(scores.pairing == pairing) & (scores.conditioning == cond) & (scores.rho == rho)
                  & (scores.steps == steps)]
     return None if hit.empty else hit.iloc[0]
 
 
-def _cells(r, fallback_metric: str) -> dict:
+def _cells(r) -> dict:
+    """Our cells of a row; all empty (metric too: it labels our number) when we have no number for it."""
     if r is None:
-        return dict(ours=None, ours_std=None, metric=fallback_metric, samples=None, seeds=MISSING)
+        return dict(ours=None, ours_std=None, metric=None, samples=None, seeds=MISSING)
     return dict(ours=r.ours, ours_std=r.ours_std, metric=r.metric, samples=int(r.samples), seeds=r.seeds)
 
 
-def table12(scores: pd.DataFrame, cond: str) -> pd.DataFrame:
+# ----------------------------------------------------------------------------
+# Why a cell has no number of ours. ``cfg``: the resolved experiment config (keys as in config/config.yaml plus
+# the schema's defaults), or None: then the reason is what the metrics files show. Each returns 'not run: ...'.
+
+
+def _grid(cfg: dict) -> set[tuple[float, int]]:
+    return {(float(g["rho"]), int(g["steps"])) for g in cfg.get("sample", {}).get("grid", [])}
+
+
+def _why_no_arm(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str) -> str | None:
+    """Why no model of the paper's ``arm`` ('edm'/'aot') at ``cond`` was run, or None if one was."""
+    pairing = PAIRING_OF[arm]
+    if cfg is not None:
+        if cond not in cfg.get("conditioning", []):
+            return f"not run: conditioning '{cond}' not in `conditioning`"
+        if not any(a.get("pairing") == pairing for a in cfg.get("arms", {}).values()):
+            return f"not run: no arm with `pairing: {pairing}` in `arms`"
+        return None
+    if scores.empty or not (scores.conditioning == cond).any():
+        return f"not run: no {cond} metrics given (`conditioning`)"
+    if not ((scores.pairing == pairing) & (scores.conditioning == cond)).any():
+        return f"not run: no metrics of an arm with `pairing: {pairing}` ({cond}; `arms`)"
+    return None
+
+
+def _why_unguided(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str, rho, steps) -> str:
+    """Why we have no unguided score of ``arm`` at (cond, rho, steps)."""
+    why = _why_no_arm(cfg, scores, arm, cond)
+    if why:
+        return why
+    at = f"rho {rho:g}, {int(steps)} steps"
+    if cfg is not None:
+        if (float(rho), int(steps)) not in _grid(cfg):
+            return f"not run: {at} not in `sample.grid`"
+        return f"not run: {at} is configured, but no metrics file for it was given"
+    return f"not run: no metrics at {at} (`sample.grid`)"
+
+
+def _why_table5(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str, steps: int) -> str:
+    why = _why_no_arm(cfg, scores, arm, cond)
+    if why:
+        return why
+    rhos = "/".join(f"{r:g}" for r in TABLE5_RHOS)
+    if cfg is not None:
+        if not any(s == steps and r in TABLE5_RHOS for r, s in _grid(cfg)):
+            return f"not run: no rho of {rhos} at {steps} steps in `sample.grid`"
+        return f"not run: rho {rhos} at {steps} steps is configured, but no metrics file for it was given"
+    return f"not run: no metrics at {steps} steps with rho {rhos} (`sample.grid`)"
+
+
+def _why_guided(cfg: dict | None, scores: pd.DataFrame, arm: str, disc: str, cond: str) -> str:
+    """Why Table 3's row (score model ``arm``, discriminator noise ``disc``) has no guided score at ``cond``."""
+    pairing = PAIRING_OF[arm]
+    if cfg is not None:
+        g = cfg.get("guidance", {})
+        if not g.get("enabled", True):
+            return "not run: guidance disabled (`guidance.enabled: false`)"
+        arms = cfg.get("arms", {})
+        if not any(a.get("pairing") == pairing for a in arms.values()):
+            return f"not run: no arm with `pairing: {pairing}` in `arms` (the score model)"
+        runs = [name for name, r in g.get("runs", {}).items()
+                if arms.get(r.get("arm"), {}).get("pairing") == pairing and r.get("pairing") == disc]
+        if not runs:
+            return (f"not run: `guidance.runs` has no run with a score model of `pairing: {pairing}` and "
+                    f"discriminator `pairing: {disc}`")
+        if cond not in cfg.get("conditioning", []):
+            return f"not run: conditioning '{cond}' not in `conditioning`"
+        return f"not run: configured (guidance.runs: {', '.join(runs)}), but no metrics file for it was given"
+    guided = scores[scores.guidance != "none"] if not scores.empty else scores
+    if guided.empty:
+        return ("not run: no guided metrics given (guidance disabled by `guidance.enabled: false`, or no "
+                "`guidance.runs`)")
+    if not ((guided.pairing == pairing) & (guided.disc_pairing == disc)).any():
+        return (f"not run: no guided metrics with a score model of `pairing: {pairing}` and discriminator "
+                f"`pairing: {disc}` (`guidance.runs`)")
+    return f"not run: no {cond} guided metrics (`conditioning`)"
+
+
+def table12(scores: pd.DataFrame, cond: str, cfg: dict | None = None) -> pd.DataFrame:
+    """Table 1 (uncond) or 2 (cond). Prior work's rows keep the paper's number only: no metric, score or setting
+    of ours."""
     rows_spec = TABLE1_ROWS if cond == "uncond" else TABLE2_ROWS
-    metric = scores.metric.iloc[0] if not scores.empty else MISSING
     rows = []
     for label, arm, rho, steps, nfe, fid in rows_spec:
         r = _lookup(scores, arm, cond, rho, steps) if arm else None
-        note = "prior work (not run here)" if arm is None else ("" if r is not None else "not run")
-        rows.append(dict(model=label, rho=rho, steps=steps, NFE=nfe, paper_fid=fid, **_cells(r, metric), note=note))
+        if arm is None:
+            note = PRIOR_WORK
+        else:
+            note = "" if r is not None else _why_unguided(cfg, scores, arm, cond, rho, steps)
+        rows.append(dict(model=label, rho=rho, steps=steps, NFE=nfe, paper_fid=fid, **_cells(r), note=note))
     return pd.DataFrame(rows)
 
 
-def table3(scores: pd.DataFrame) -> pd.DataFrame:
+def table3(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     """Discriminator Guidance: per paper row, our guided score and the unguided score of the same model at the same
     setting and seeds (so the guidance gain reads across), uncond and cond. A row is matched by score-model
-    pairing and discriminator noise pairing, at the paper's NFE if we ran it, else at the setting we ran."""
-    metric = scores.metric.iloc[0] if not scores.empty else MISSING
-    pairing_of = {v: k for k, v in PAPER_ARM.items()}
+    pairing and discriminator noise pairing, at the paper's NFE if we ran it, else at the setting we ran. The note
+    says why a cell is missing (per conditioning when they differ)."""
+    metric = scores.metric.iloc[0] if not scores.empty else None
     rows = []
     for label, arm, disc, n, paper_u, paper_c in TABLE3_ROWS:
         row = dict(model=label, NFE=n, paper_fid_uncond=paper_u, paper_fid_cond=paper_c)
-        ran = []
+        ran, why = [], {}
         for cond in ("uncond", "cond"):
             guided, plain = None, None
             if not scores.empty:
-                cand = scores[(scores.guidance != "none") & (scores.pairing == pairing_of[arm])
+                cand = scores[(scores.guidance != "none") & (scores.pairing == PAIRING_OF[arm])
                               & (scores.conditioning == cond) & (scores.disc_pairing == disc)]
                 if not cand.empty:
                     at_nfe = cand[cand.NFE == n]
@@ -154,8 +240,16 @@ def table3(scores: pd.DataFrame) -> pd.DataFrame:
             if guided is not None:
                 ran.append(f"{cond}: rho {guided.rho:g}, {int(guided.steps)} steps ({int(guided.NFE)} NFE), "
                            f"w {guided.dg_weight:g}{', boosting' if guided.dg_boosting else ''}, seeds {guided.seeds}")
-        row.update(metric=metric, setting="; ".join(ran) if ran else MISSING,
-                   note="" if ran else "not run (config guidance.runs)")
+                if plain is None:
+                    unguided = scores[scores.guidance == "none"]
+                    why[cond] = "unguided " + _why_unguided(cfg, unguided, arm, cond, guided.rho, guided.steps)
+            else:
+                why[cond] = _why_guided(cfg, scores, arm, disc, cond)
+        if len(why) == 2 and why["uncond"] == why["cond"]:
+            note = why["cond"]
+        else:
+            note = "; ".join(f"{cond}: {w}" for cond, w in why.items())
+        row.update(metric=metric if ran else None, setting="; ".join(ran) if ran else MISSING, note=note)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -238,29 +332,29 @@ def _score_model_arm(m: dict, metrics: list[dict]) -> str | None:
     return None
 
 
-def table4(scores: pd.DataFrame) -> pd.DataFrame:
-    metric = scores.metric.iloc[0] if not scores.empty else MISSING
+def table4(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     rows = []
     for (arm, steps), fids in TABLE4.items():
         for rho, fid in zip(TABLE4_RHOS, fids, strict=True):
             r = _lookup(scores, arm, "uncond", rho, steps)
             rows.append(dict(model="EDM" if arm == "edm" else "EDM-AOT", rho=rho, steps=steps, NFE=nfe_of(steps),
-                             paper_fid=fid, **_cells(r, metric)))
+                             paper_fid=fid, **_cells(r),
+                             note="" if r is not None else _why_unguided(cfg, scores, arm, "uncond", rho, steps)))
     return pd.DataFrame(rows)
 
 
-def table5(scores: pd.DataFrame) -> pd.DataFrame:
+def table5(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     """Best over rho in {9, 27, 81, 243} at each NFE (the paper's protocol), ours the same way."""
-    metric = scores.metric.iloc[0] if not scores.empty else MISSING
     rows = []
     for (arm, cond), fids in TABLE5.items():
-        pairing = {v: k for k, v in PAPER_ARM.items()}[arm]
+        pairing = PAIRING_OF[arm]
         for n, fid in zip(TABLE5_NFES, fids, strict=True):
             cand = scores[(scores.pairing == pairing) & (scores.conditioning == cond) & (scores.NFE == n)
                           & scores.rho.isin(TABLE5_RHOS)] if not scores.empty else scores
             best = None if cand.empty else cand.loc[cand.ours.idxmin()]
             rows.append(dict(model=("EDM" if arm == "edm" else "EDM-AOT") + f" {cond}", NFE=n, paper_fid=fid,
-                             rho=None if best is None else best.rho, steps=(n + 1) // 2, **_cells(best, metric)))
+                             rho=None if best is None else best.rho, steps=(n + 1) // 2, **_cells(best),
+                             note="" if best is not None else _why_table5(cfg, scores, arm, cond, (n + 1) // 2)))
     return pd.DataFrame(rows)
 
 
@@ -298,43 +392,92 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str) -> None:
+def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str, empty: str | None = None) -> None:
+    """CSV, Markdown and LaTeX of a table. ``empty``: the sentence saying why it has no rows; the Markdown then
+    gives it instead of an empty table (the CSV keeps its header, the LaTeX caption takes the sentence)."""
     atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
+    if df.empty and empty:
+        atomic_write_text(out_dir / f"{name}.md", f"# {title}\n\n{empty}\n")
+        atomic_write_text(out_dir / f"{name}.tex", to_latex(df, f"{title}. {empty}"))
+        return
     atomic_write_text(out_dir / f"{name}.md", to_markdown(df, title, note))
     atomic_write_text(out_dir / f"{name}.tex", to_latex(df, title))
+
+
+def _why_no_discriminators(cfg: dict | None) -> str:
+    if cfg is None:
+        return ("No discriminator was trained: the tables stage was given no discriminator training summaries "
+                "(guidance disabled by `guidance.enabled: false`, or no `guidance.runs`).")
+    g = cfg.get("guidance", {})
+    if not g.get("enabled", True):
+        return "No discriminator was trained: Discriminator Guidance is disabled (`guidance.enabled: false`)."
+    if not g.get("runs"):
+        return "No discriminator was trained: `guidance.runs` configures no run."
+    return ("No discriminator training summary was given to the tables stage (`--disc-stats`), although "
+            f"`guidance.runs` configures {', '.join(g['runs'])}.")
+
+
+def _why_no_comparisons(cfg: dict | None, features: dict) -> str:
+    if cfg is not None and "featnet" not in cfg.get("evaluate", {}).get("metrics", []):
+        return ("No paired comparison: it needs the featnet metric's per-image features, and `evaluate.metrics` "
+                "does not include featnet.")
+    if not features:
+        return "No paired comparison: no features files were given (`--features`; the featnet metric writes them)."
+    return ("No paired comparison: no model has a baseline (the EDM arm, its unguided model) scored at the same "
+            "setting and seeds.")
+
+
+def _why_no_pairs(cfg: dict | None) -> str:
+    arms = (cfg or {}).get("arms", {})
+    if arms and all("checkpoints" in a for a in arms.values()):
+        return ("No training pair statistics: every arm's network is imported (`arms.<arm>.checkpoints`), none "
+                "was trained here.")
+    return "No training pair statistics: no training summaries were given (`--stats`)."
+
+
+def _why_no_trajectories(cfg: dict | None) -> str:
+    if cfg is not None and not cfg.get("trajectory", {}).get("settings"):
+        return "No trajectory metrics: `trajectory.settings` is empty."
+    return "No trajectory metrics: none were given (`--trajectory`)."
 
 
 COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
                  "our number is comparable with it only when the metric says Inception FID on CIFAR-10. "
                  "`ours_std`: the score's standard deviation from the finite sample (FD: jackknife over the "
                  "generated images; Inception FID: spread over seed blocks). It ignores the correlation between "
-                 "models sampled at the same seeds. '—' = not run here (or not reported by the paper).")
+                 "models sampled at the same seeds. '—' = no number: not reported by the paper, or not run here "
+                 "(the `note` column says why; prior work's rows are the paper's only).")
 
 
 def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_stats_files=(),
-                 feature_files=()) -> None:
+                 feature_files=(), config: dict | None = None) -> None:
+    """All tables from the stages' JSON files. ``config``: the resolved experiment config (as the workflow
+    validated it); with it, every missing cell says which key left it out, without it what the files show."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = [json.loads(Path(p).read_text()) for p in metric_files]
     scores = score_table(metrics)
     pairs = pairing_table([json.loads(Path(p).read_text()) for p in stats_files])
     trajs = trajectory_table([json.loads(Path(p).read_text()) for p in trajectory_files])
-    primary = scores[scores.metric_key == scores.metric_key.iloc[0]]  # the first configured metric
+    first = scores.metric_key.iloc[0]  # the first configured metric (without the config: the first by name)
+    configured = [k for k in (config or {}).get("evaluate", {}).get("metrics", []) if k in set(scores.metric_key)]
+    primary = scores[scores.metric_key == (configured[0] if configured else first)]
     unguided = primary[primary.guidance == "none"]  # Tables 1, 2, 4, 5
     note = COMPARABILITY.format(metric=primary.metric.iloc[0])
     _write(out_dir, "scores", scores.drop(columns=["metric_key"]),
            "All scores per arm, conditioning and sampler setting", note)
-    _write(out_dir, "table1", table12(unguided, "uncond"), "Table 1: unconditional CIFAR-10", note)
-    _write(out_dir, "table2", table12(unguided, "cond"), "Table 2: conditional CIFAR-10", note)
-    _write(out_dir, "table3", table3(primary), "Table 3: with Discriminator Guidance", note)
-    _write(out_dir, "table4", table4(unguided), "Table 4: rho sweep (unconditional)", note)
-    _write(out_dir, "table5", table5(unguided), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
+    _write(out_dir, "table1", table12(unguided, "uncond", config), "Table 1: unconditional CIFAR-10", note)
+    _write(out_dir, "table2", table12(unguided, "cond", config), "Table 2: conditional CIFAR-10", note)
+    _write(out_dir, "table3", table3(primary, config), "Table 3: with Discriminator Guidance", note)
+    _write(out_dir, "table4", table4(unguided, config), "Table 4: rho sweep (unconditional)", note)
+    _write(out_dir, "table5", table5(unguided, config), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
     _write(out_dir, "discriminators", discriminator_table([json.loads(Path(p).read_text())
                                                            for p in disc_stats_files]),
            "Discriminator Guidance: discriminator training",
            "Binary cross-entropy and accuracy of real vs generated images at the last epoch (training data, "
            "VP-diffused at importance-sampled times). With AOT the perturbation noise of each batch is assigned to "
-           "its images; the reduction is of the mean image-noise distance vs the independent draw.")
+           "its images; the reduction is of the mean image-noise distance vs the independent draw.",
+           empty=_why_no_discriminators(config))
     features = {}
     for p in feature_files:  # results/<exp>/metrics/<model>/<setting>.features.npz
         p = Path(p)
@@ -346,14 +489,15 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
            "jackknife standard deviation of the difference (evaluate.fd_jackknife groups of seeds, each deleted "
            "from both sets at once) and z = difference / std. Negative: the model is better. Pairing removes "
            "what the two sets share through their latents, which the per-score `ours_std` cannot. Both stds err on "
-           "the large side (jackknife) and cover the seed set only, not the training run.")
+           "the large side (jackknife) and cover the seed set only, not the training run.",
+           empty=_why_no_comparisons(config, features))
     _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
            "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
-           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.")
+           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.", empty=_why_no_pairs(config))
     _write(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
            "Straightness S = mean over sigma of E||v - vbar||^2 (0 = straight); normalized by E||vbar||^2. Curvature = "
            "mean over steps of 1 - cos(d_i, x_start - x_end). Errors are RMS per dimension against a fine Heun "
-           "reference (paper-spec §6). Lower is straighter.")
+           "reference (paper-spec §6). Lower is straighter.", empty=_why_no_trajectories(config))
 
 
 # ----------------------------------------------------------------------------

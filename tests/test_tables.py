@@ -1,10 +1,23 @@
 """The paper's tables: our numbers land in the right cells, missing rows stay, the paper's numbers are intact."""
 
+import json
+
 import pandas as pd
 import pytest
+import yaml
 
 from aot.paper import TABLE4, TABLE4_RHOS, paper_fid
-from aot.tables import pairing_table, score_table, table3, table4, table5, table12, to_latex, to_markdown
+from aot.tables import (
+    PRIOR_WORK,
+    pairing_table,
+    score_table,
+    table3,
+    table4,
+    table5,
+    table12,
+    to_latex,
+    to_markdown,
+)
 
 
 def metric(model, pairing, rho, steps, value, seeds=(0, 999)):
@@ -41,9 +54,15 @@ def test_table1_rows_kept_and_filled(scores):
     assert list(t.paper_fid) == [1.97, 1.91, 1.90, 1.95, 1.88]
     assert list(t.ours[[0, 3, 4]]) == [5.0, 4.0, 3.0] and t.ours[[1, 2]].isna().all()
     assert list(t.ours_std[[0, 3, 4]]) == [0.05, 0.04, 0.03] and t.ours_std[[1, 2]].isna().all()
-    assert t.note[1] == "prior work (not run here)" and (t.metric == "FD (featnet-v1)").all()
+    # Prior work: the paper's number only; no metric, score or seeds of ours, and the note says why.
+    assert list(t.note[[1, 2]]) == [PRIOR_WORK] * 2 == ["prior work: not retrained here"] * 2
+    assert t.metric[[1, 2]].isna().all() and t.samples[[1, 2]].isna().all() and (t.seeds[[1, 2]] == "—").all()
+    assert (t.metric[[0, 3, 4]] == "FD (featnet-v1)").all() and (t.note[[0, 3, 4]] == "").all()
     t2 = table12(scores, "cond")
-    assert t2.ours.isna().sum() == 3 and t2.ours.iloc[3] == 2.5 and t2.note[0] == "not run"
+    assert t2.ours.isna().sum() == 3 and t2.ours.iloc[3] == 2.5
+    # Without the config the reason is what the metrics show: no cond metrics of the EDM arm (pairing none).
+    assert t2.note[0] == "not run: no metrics of an arm with `pairing: none` (cond; `arms`)" and pd.isna(t2.metric[0])
+    assert t2.note[2] == "not run: no metrics at rho 7, 18 steps (`sample.grid`)"
 
 
 def test_table4_every_cell_with_setting(scores):
@@ -72,7 +91,9 @@ def test_other_pairings_only_in_scores(scores):
 def test_table3_without_guidance_runs_keeps_the_paper_rows_missing(scores):
     t = table3(scores)
     assert len(t) == 3 and t.ours_uncond.isna().all() and list(t.paper_fid_uncond) == [1.77, 1.70, 1.68]
-    assert (t.note == "not run (config guidance.runs)").all()
+    assert (t.note == "not run: no guided metrics given (guidance disabled by `guidance.enabled: false`, or no "
+                      "`guidance.runs`)").all()
+    assert t.metric.isna().all() and (t.setting == "—").all()
 
 
 def guided(model, pairing, disc_pairing, rho, steps, value, weight=2.0):
@@ -162,3 +183,153 @@ def test_comparisons_pair_each_model_with_its_baselines_at_the_same_seeds():
         m.pop("checkpoint")
     assert sorted(zip(*comparisons_table(metrics, features, groups=20)[["model", "baseline"]].values.T,
                       strict=True)) == [("aot", "edm")]
+
+
+# ----------------------------------------------------------------------------
+# Why a cell is missing: from the resolved experiment config (python -m aot tables --config).
+
+
+def config(**over):
+    """A resolved config as the workflow writes it: the keys the tables read, with the schema's defaults."""
+    cfg = dict(
+        experiment="t",
+        arms={"edm": {"pairing": "none"}, "aot": {"pairing": "aot"}},
+        conditioning=["uncond", "cond"],
+        sample=dict(grid=[dict(rho=7, steps=18), dict(rho=90, steps=14), dict(rho=72, steps=15),
+                          dict(rho=27, steps=8), dict(rho=81, steps=8)]),
+        evaluate=dict(metrics=["featnet"]),
+        trajectory=dict(settings=[]),
+        guidance=dict(enabled=True, runs={
+            "edm_dg": dict(arm="edm", rho=7, steps=18, pairing="none"),
+            "aot_dg": dict(arm="aot", rho=72, steps=15, pairing="none"),
+        }),
+    )
+    cfg.update(over)
+    return cfg
+
+
+DISABLED = "not run: guidance disabled (`guidance.enabled: false`)"
+
+
+def test_table3_guidance_disabled_says_so(scores):
+    cfg = config(guidance=dict(enabled=False, runs=config()["guidance"]["runs"]))
+    t = table3(scores, cfg)
+    assert list(t.note) == [DISABLED] * 3 and "guidance.runs" not in " ".join(t.note)
+    assert t.ours_uncond.isna().all() and t.ours_cond.isna().all() and t.metric.isna().all()
+
+
+def test_table3_row_without_a_run_names_guidance_runs():
+    s = score_table([
+        metric("edm-uncond", "none", 7, 18, 5.0),
+        metric("aot-uncond", "aot", 72, 15, 4.0),
+        guided("edm_dg-uncond", "none", "none", 7, 18, 4.5),
+        guided("aot_dg-uncond", "aot", "none", 72, 15, 3.8),
+    ])
+    cfg = config(conditioning=["uncond"])
+    t = table3(s, cfg)
+    assert list(t.ours_uncond[:2]) == [4.5, 3.8] and pd.isna(t.ours_uncond.iloc[2])
+    # The AOT-discriminator row: no run in guidance.runs pairs an AOT score model with an AOT discriminator.
+    assert t.note.iloc[2] == ("not run: `guidance.runs` has no run with a score model of `pairing: aot` and "
+                              "discriminator `pairing: aot`")
+    # Rows that ran uncond only: cond is missing because cond is not a configured conditioning.
+    assert list(t.note[:2]) == ["cond: not run: conditioning 'cond' not in `conditioning`"] * 2
+    assert (t.metric[:2] == "FD (featnet-v1)").all() and pd.isna(t.metric.iloc[2])
+    # Without the config: the metrics show guided runs, but none with that pairing.
+    assert "(`guidance.runs`)" in table3(s).note.iloc[2] and "pairing: aot" in table3(s).note.iloc[2]
+
+
+def test_table3_guided_setting_outside_the_grid_says_why_the_unguided_cell_is_missing():
+    s = score_table([metric("aot-uncond", "aot", 7, 18, 4.0), guided("aot_dg-uncond", "aot", "none", 72, 15, 3.8)])
+    cfg = config(conditioning=["uncond"], sample=dict(grid=[dict(rho=7, steps=18)]))
+    t = table3(s, cfg)
+    assert t.ours_uncond.iloc[1] == 3.8 and pd.isna(t.ours_unguided_uncond.iloc[1])
+    assert t.note.iloc[1] == ("uncond: unguided not run: rho 72, 15 steps not in `sample.grid`; "
+                              "cond: not run: conditioning 'cond' not in `conditioning`")
+
+
+def test_tables_1_4_5_name_the_config_key_that_left_a_cell_out(scores):
+    cfg = config(sample=dict(grid=[dict(rho=7, steps=18), dict(rho=72, steps=15), dict(rho=27, steps=8)]))
+    scores = scores[scores.rho != 90]  # as the grid says: (90, 14) was not sampled
+    t1 = table12(scores, "uncond", cfg)
+    assert t1.note.iloc[4] == "not run: rho 90, 14 steps not in `sample.grid`" and pd.isna(t1.ours.iloc[4])
+    assert list(t1.note[[1, 2]]) == [PRIOR_WORK] * 2 and t1.metric[[1, 2]].isna().all()
+    t2 = table12(scores, "cond", cfg)
+    assert t2.note.iloc[0] == "not run: rho 7, 18 steps is configured, but no metrics file for it was given"
+    t2 = table12(scores, "cond", config(conditioning=["uncond"]))
+    assert t2.note.iloc[0] == "not run: conditioning 'cond' not in `conditioning`"
+    t1 = table12(scores[scores.pairing == "none"], "uncond", config(arms={"edm": {"pairing": "none"}}))
+    assert list(t1.note[[3, 4]]) == ["not run: no arm with `pairing: aot` in `arms`"] * 2
+    t4 = table4(scores, cfg)
+    cell = t4[(t4.model == "EDM") & (t4.steps == 18) & (t4.rho == 3)].iloc[0]
+    assert cell.note == "not run: rho 3, 18 steps not in `sample.grid`" and pd.isna(cell.metric)
+    assert (t4[t4.ours.notna()].note == "").all() and (t4[t4.ours.notna()].metric == "FD (featnet-v1)").all()
+    t5 = table5(scores, cfg)
+    row = t5[(t5.model == "EDM-AOT uncond") & (t5.NFE == 7)].iloc[0]
+    assert row.note == "not run: no rho of 9/27/81/243 at 4 steps in `sample.grid`"
+    assert t5[(t5.model == "EDM-AOT uncond") & (t5.NFE == 15)].iloc[0].note == ""
+
+
+def write_metrics(tmp_path, metrics):
+    paths = []
+    for i, m in enumerate(metrics):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps(m))
+    return paths
+
+
+def test_write_tables_with_guidance_disabled(tmp_path):
+    from aot.__main__ import main
+
+    files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0),
+                                     metric("aot-uncond", "aot", 90, 14, 3.0)])
+    cfg = config(conditioning=["uncond"], guidance=dict(enabled=False, runs={}))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "tables"
+    assert main(["tables", "--metrics", *map(str, files), "--config", str(tmp_path / "config.yaml"),
+                 "--out-dir", str(out)]) == 0
+    t3 = pd.read_csv(out / "table3.csv")
+    assert (t3.note == DISABLED).all() and t3.metric.isna().all()
+    assert "| " + DISABLED + " |" in (out / "table3.md").read_text()
+    md = (out / "discriminators.md").read_text()
+    assert md == ("# Discriminator Guidance: discriminator training\n\nNo discriminator was trained: Discriminator "
+                  "Guidance is disabled (`guidance.enabled: false`).\n")
+    discs = pd.read_csv(out / "discriminators.csv")
+    assert discs.empty and list(discs.columns) == ["model", "conditioning", "disc_pairing", "final_loss",
+                                                   "final_accuracy"]
+    # Table 1: prior work's rows carry no metric of ours, in every format.
+    t1 = pd.read_csv(out / "table1.csv")
+    assert list(t1.note.fillna("")) == [
+        "", PRIOR_WORK, PRIOR_WORK, "not run: rho 7, 18 steps is configured, but no metrics file for it was given", ""]
+    assert t1.metric[[1, 2]].isna().all() and (t1.metric[[0, 4]] == "FD (featnet-v1)").all()
+    for line in (out / "table1.md").read_text().splitlines():
+        if line.startswith(("| PFGM++", "| STF")):
+            assert "featnet" not in line and "FD" not in line and PRIOR_WORK in line, line
+    assert "no trajectory" in (out / "trajectory.md").read_text().lower()
+    assert "`trajectory.settings` is empty" in (out / "trajectory.md").read_text()
+    # Table 2: cond is not configured.
+    assert (pd.read_csv(out / "table2.csv").note.iloc[[0, 2, 3]]
+            == "not run: conditioning 'cond' not in `conditioning`").all()
+
+
+def test_write_tables_without_config_and_with_runs_but_no_discriminators(tmp_path):
+    from aot.tables import write_tables
+
+    files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0)])
+    write_tables(files, [], tmp_path / "a")
+    md = (tmp_path / "a/discriminators.md").read_text()
+    assert "guidance.enabled: false" in md and "guidance.runs" in md and "|" not in md
+    assert "pairing: aot" in pd.read_csv(tmp_path / "a/table1.csv").note.iloc[3]
+    cfg = config(guidance=dict(enabled=True, runs={}))
+    write_tables(files, [], tmp_path / "b", config=cfg)
+    assert "`guidance.runs` configures no run." in (tmp_path / "b/discriminators.md").read_text()
+    assert (pd.read_csv(tmp_path / "b/table3.csv").note.str.contains("`guidance.runs` has no run")).all()
+
+
+def test_tables_config_must_be_a_mapping(tmp_path, capsys):
+    from aot.__main__ import main
+
+    files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0)])
+    (tmp_path / "c.yaml").write_text("- not\n- a mapping\n")
+    assert main(["tables", "--metrics", str(files[0]), "--config", str(tmp_path / "c.yaml"),
+                 "--out-dir", str(tmp_path / "t")]) == 2
+    assert "not a YAML mapping" in capsys.readouterr().err and not (tmp_path / "t/table1.csv").exists()
