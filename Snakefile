@@ -9,7 +9,12 @@ from snakemake.utils import min_version, validate
 min_version("9.19")
 
 
-configfile: "config/config.yaml"
+# A --configfile is the whole experiment: the embedded default is loaded only when none is given, so none of its
+# keys can leak into a paper config (--config overrides still merge on top of either).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 report: "workflow/report/workflow.rst"
@@ -25,6 +30,7 @@ wildcard_constraints:
     shard=r"\d+-\d+",
 
 
+include: "workflow/rules/config.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"

@@ -28,12 +28,15 @@ def _threads(n: int | None) -> None:
 
 def cmd_prepare(a) -> None:
     from aot.checkpoint import write_json
-    from aot.data import SOURCES, save_dataset
+    from aot.data import SOURCES, class_subset, save_dataset
 
+    # Each source takes only its own options (the workflow passes --test-fraction/--split-seed only where used).
     kwargs = {"digits": dict(test_fraction=a.test_fraction, seed=a.split_seed),
               "cifar10": dict(archive=a.archive),
               "synthetic": dict(seed=a.split_seed)}[a.source]
     ds = SOURCES[a.source](**kwargs)
+    if a.subset is not None:
+        ds = class_subset(ds, a.subset, a.subset_seed)
     sha = save_dataset(a.out, ds)
     info = dict(path=str(a.out), sha256=sha, train=list(ds.train_images.shape), test=list(ds.test_images.shape),
                 meta=ds.meta)
@@ -131,9 +134,16 @@ def cmd_grid(a) -> None:
 
 
 def cmd_tables(a) -> None:
+    import yaml
+
     from aot.tables import write_tables
 
-    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory, a.disc_stats, a.features)
+    config = None
+    if a.config is not None:
+        config = yaml.safe_load(a.config.read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"tables --config {a.config}: not a YAML mapping (the resolved experiment config)")
+    write_tables(a.metrics, a.stats, a.out_dir, a.trajectory, a.disc_stats, a.features, config=config)
 
 
 def cmd_figures(a) -> None:
@@ -174,6 +184,12 @@ def _download(url: str, cache_dir: Path) -> str:
     return str(dest)
 
 
+def cmd_fetch_dg_classifier(a) -> None:
+    from aot.dg_assets import fetch_dg_classifier
+
+    print(json.dumps(fetch_dg_classifier(a.out, quiet=not a.progress)), file=sys.stderr)
+
+
 def cmd_replicates(a) -> None:
     from aot.tables import write_replicates
 
@@ -181,14 +197,22 @@ def cmd_replicates(a) -> None:
     print(f"wrote {a.out_dir}/scores.md", file=sys.stderr)
 
 
-def cmd_check_config(a) -> None:
-    from aot.config import check_config, load_yaml, merge_config
+def _resolve(a) -> dict:
+    from aot.config import parse_cli_config, resolve_config
 
-    cfg = {}
-    for path in a.configs:  # mappings merge, as Snakemake merges --configfile
-        merge_config(cfg, load_yaml(path))
-    check_config(cfg)
-    print(f"config OK: {', '.join(a.configs)}")
+    return resolve_config(a.configfile, parse_cli_config(a.config))
+
+
+def cmd_check_config(a) -> None:
+    _resolve(a)
+    print(f"config OK: {', '.join(map(str, a.configfile)) or 'config/config.yaml (the embedded default)'}")
+
+
+def cmd_show_config(a) -> None:
+    from aot.config import describe_config, format_description
+
+    d = describe_config(_resolve(a))
+    print(json.dumps(d, indent=1) if a.json else format_description(d))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -205,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--archive", default=None, help="cifar10: local cifar-10-python.tar.gz or folder (else download)")
     s.add_argument("--test-fraction", type=float, default=0.2)
     s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--subset", type=int, default=None,
+                   help="keep N training images, N/num_classes per class (dataset.subset; default: all)")
+    s.add_argument("--subset-seed", type=int, default=0, help="seed of the per-class draw of --subset")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--info", required=True, type=Path)
 
@@ -308,6 +335,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--disc-stats", nargs="*", type=Path, default=[], help="discriminator training summaries")
     s.add_argument("--features", nargs="*", type=Path, default=[],
                    help="evaluate's --features-out files, for the paired comparisons table")
+    s.add_argument("--config", type=Path, default=None,
+                   help="the resolved experiment config (YAML, e.g. results/<exp>/config.yaml): lets every missing "
+                        "cell say which key left it out")
     s.add_argument("--out-dir", required=True, type=Path)
 
     s = stage("figures", cmd_figures, "Score vs NFE and rho, loss curves, trajectory metrics (PNG).")
@@ -324,13 +354,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--key", default="ema", help="which network of the pickle")
     s.add_argument("--cache-dir", type=Path, default=Path("resources/checkpoints"))
 
+    s = stage("fetch-dg-classifier", cmd_fetch_dg_classifier, "Download DG's frozen ADM 32x32 classifier "
+              "(32x32_classifier.pt, Google Drive) with gdown, verify it loads into aot.adm's classifier, and write "
+              "it and <out>.sha256; a valid file already at --out is kept.")
+    s.add_argument("--out", required=True, type=Path, help="destination (the config's guidance.extractor_weights)")
+    s.add_argument("--progress", action="store_true", help="show gdown's progress on stderr")
+
     s = stage("replicates", cmd_replicates, "Scores and paired comparisons of one experiment trained several times "
               "(other train.seed), with the spread across training runs.")
     s.add_argument("tables", nargs="+", type=Path, help="results/tables/<experiment> folders, one per training run")
     s.add_argument("--out-dir", required=True, type=Path)
 
-    s = stage("check-config", cmd_check_config, "Validate config files (later files override earlier keys).")
-    s.add_argument("configs", nargs="+")
+    for name, fn, text in (
+            ("check-config", cmd_check_config, "Validate a config as the workflow resolves it."),
+            ("show-config", cmd_show_config, "Print what each training and discriminator job of a config would run "
+             "(resolved spec, network parameter count), without running anything.")):
+        s = stage(name, fn, text + " As Snakemake: the --configfile files alone (later ones merge into earlier ones), "
+                  "config/config.yaml when none is given, then --config on top.")
+        s.add_argument("configs", nargs="*", type=Path, help="config files (same as --configfile)")
+        s.add_argument("--configfile", nargs="+", type=Path, default=[], help="config files, as Snakemake's flag")
+        s.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, as Snakemake's flag")
+        if name == "show-config":
+            s.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name in ("prepare", "train", "train-disc", "featnet", "sample", "evaluate", "fid-ref", "trajectory", "tables",
                  "grid"):
@@ -343,6 +388,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     from aot.config import ConfigError
+
+    if hasattr(a, "configfile"):
+        a.configfile = [*a.configs, *a.configfile]
 
     try:
         a.fn(a)

@@ -7,6 +7,8 @@ torch, so the Snakefile can use it at parse time in well under a second.
 from __future__ import annotations
 
 import copy
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,40 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message is one line naming the key and the fix."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                where = f"{getattr(self, 'name', '<config>')} line {key_node.start_mark.line + 1}"
+                raise ConfigError(f"config error: {where}: key '{key}' is given twice in one mapping; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    """A config file as YAML reads it (what Snakemake's --configfile gives), with duplicate keys refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config error: config file {path} does not exist; give the path of a YAML file "
+                          "(shipped: config/*.yaml)")
+    text = path.read_text()
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config error: {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path} must be a YAML mapping of config keys (see config/README.md)")
+    return data
 
 
 def _fill_defaults(node: Any, schema: dict) -> None:
@@ -48,10 +81,31 @@ def _where(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def schema_errors(config: dict, schema: dict) -> list[str]:
+def _validator_class():
+    """Draft 2020-12 with one change: ``integer`` means a Python int, so ``steps: 18.0`` is refused here, before any
+    job, instead of by the job's argument parser (JSON Schema counts 18.0 as an integer)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema)
+    def is_int(checker, value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", is_int)
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+
+
+def nonfinite_errors(node: Any, path: tuple = ()) -> list[str]:
+    """Every NaN or infinite number in the config (NaN compares false with every schema bound, so it would pass)."""
+    if isinstance(node, dict):
+        return [e for k, v in node.items() for e in nonfinite_errors(v, (*path, k))]
+    if isinstance(node, list):
+        return [e for i, v in enumerate(node) for e in nonfinite_errors(v, (*path, i))]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{_where(path)}: {node} is not a finite number; give a finite value"]
+    return []
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    validator = _validator_class()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     out = []
     for e in errors:
@@ -113,8 +167,10 @@ def semantic_errors(cfg: dict) -> list[str]:
                 f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a trajectory setting"
             )
     out += _guidance_errors(cfg)
-    if cfg["dataset"]["source"] != "cifar10" and cfg["dataset"].get("archive"):
-        out.append("dataset.archive: only used with source: cifar10; remove it")
+    sub = cfg["dataset"].get("subset")
+    if sub is not None and sub % DATASET_CLASSES:
+        out.append(f"dataset.subset: {sub} is not a multiple of the {DATASET_CLASSES} classes "
+                   "(the subset takes the same number of images from each class)")
     return out
 
 
@@ -161,14 +217,45 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
     """Validate ``config`` and return a copy with defaults filled in; raise ConfigError (one line) if wrong."""
     schema = load_yaml(schema_path)
     cfg = copy.deepcopy(config)
-    errs = schema_errors(cfg, schema)
+    errs = nonfinite_errors(cfg) or schema_errors(cfg, schema) or unused_key_errors(cfg)
     if not errs:
         _fill_defaults(cfg, schema)
+        _fill_dataset_defaults(cfg["dataset"])
         errs = schema_errors(cfg, schema) or semantic_errors(cfg)
     if errs:
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
         raise ConfigError(f"config error: {errs[0]}{more}")
     return cfg
+
+
+# Image shape and classes of each dataset source (what the networks are built for), known before any data exists.
+SOURCE_SHAPES = {"digits": dict(channels=1, resolution=8), "cifar10": dict(channels=3, resolution=32),
+                 "synthetic": dict(channels=3, resolution=32)}
+DATASET_CLASSES = 10  # every source has 10 classes
+
+# Keys of ``dataset`` that only some sources read, with their defaults there (CIFAR-10 has an official split).
+DATASET_SOURCE_KEYS = {
+    "digits": {"test_fraction": 0.2, "split_seed": 0},
+    "synthetic": {"split_seed": 0},
+    "cifar10": {"archive": None},
+}
+
+
+def unused_key_errors(cfg: dict) -> list[str]:
+    """Keys a source never reads, given anyway: refused rather than silently ignored (before defaults are filled)."""
+    d = cfg.get("dataset", {})
+    used = DATASET_SOURCE_KEYS.get(d.get("source"), {})
+    out = []
+    for key in ("test_fraction", "split_seed", "archive"):
+        if key in d and key not in used and not (key == "archive" and d[key] is None):
+            why = {"cifar10": "CIFAR-10's official test_batch is the held-out split"}.get(d["source"], "not read")
+            out.append(f"dataset.{key}: not used with source {d['source']} ({why}); remove it")
+    return out
+
+
+def _fill_dataset_defaults(d: dict) -> None:
+    for key, value in DATASET_SOURCE_KEYS.get(d["source"], {}).items():
+        d.setdefault(key, value)
 
 
 def typed_cli_overrides(overrides: dict) -> dict:
@@ -235,3 +322,174 @@ def guided_names(cfg: dict) -> list[str]:
 def setting_name(rho: float, steps: int) -> str:
     """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5)."""
     return f"rho{rho:g}-steps{steps}"
+
+
+# ----------------------------------------------------------------------------
+# Resolving a config as the workflow does, and the specs its jobs receive.
+
+EMBEDDED_DEFAULT = REPO / "config" / "config.yaml"
+
+
+def parse_cli_config(entries: list[str]) -> dict:
+    """``--config key=value ...`` as Snakemake 9 parses it (snakemake.cli.parse_config): each value is tried as int,
+    float, bool, then YAML's BaseLoader (nested mappings with every scalar a string), else kept as text; ``key=``
+    is None. Written here so that ``check-config`` and ``show-config`` need no Snakemake import; a test pins it to
+    Snakemake's own parser."""
+    import re
+
+    def as_bool(v: str) -> bool:
+        if v == "True":
+            return True
+        if v == "False":
+            return False
+        raise ValueError(v)
+
+    def base_yaml(v: str):
+        return yaml.load(v, Loader=yaml.loader.BaseLoader)
+
+    out: dict = {}
+    for entry in entries:
+        key, sep, val = entry.partition("=")
+        if not sep or not re.fullmatch(r"[a-zA-Z_][\w-]*\w", key):
+            raise ConfigError(f"config error: --config {entry!r}: give name=value pairs, e.g. experiment=digits")
+        value = None
+        if val != "":
+            for parse in (int, float, as_bool, base_yaml, str):
+                try:
+                    value = parse(val)
+                except Exception:  # as Snakemake: the first parser that succeeds wins
+                    continue
+                if not callable(value):
+                    break
+        merge_config(out, {key: value})
+    return out
+
+
+def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None = None,
+                   schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
+    """The validated config the workflow runs for ``snakemake [--configfile F ...] [--config ...]``.
+
+    With no config file the embedded default (config/config.yaml) is the experiment; with any, those files merged
+    in order are the whole experiment (the embedded default is not loaded: none of its keys can leak into a paper
+    config). ``cli`` is ``--config`` as Snakemake parsed it (:func:`parse_cli_config`); its nested scalars are read
+    as YAML (:func:`typed_cli_overrides`) and merged on top. Raises ConfigError (one line) if anything is wrong.
+    """
+    cfg: dict = {}
+    for path in configfiles or [EMBEDDED_DEFAULT]:
+        merge_config(cfg, load_yaml(path))
+    merge_config(cfg, typed_cli_overrides(cli or {}))
+    return check_config(cfg, schema_path)
+
+
+def network_spec(cfg: dict) -> dict:
+    """The network settings a train job gets: the arch's EDM preset with the config's overrides applied, every key
+    explicit (so the command shows dropout 0.13, 128 channels, ... rather than an empty override)."""
+    from aot.presets import ARCH_PRESETS
+
+    net = cfg["network"]
+    return copy.deepcopy({**ARCH_PRESETS[net["arch"]], **net.get("overrides", {})})
+
+
+def train_spec(cfg: dict, model: str) -> dict:
+    """The spec handed to ``python -m aot train`` for ``model`` (e.g. 'aot-cond'); its changes trigger a retrain."""
+    arm_name, cond = model.rsplit("-", 1)
+    arm, t = cfg["arms"][arm_name], cfg["train"]
+    spec = {k: v for k, v in t.items() if k != "gpus"}
+    spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
+                arch=cfg["network"]["arch"], network=network_spec(cfg))
+    return spec
+
+
+def disc_spec(cfg: dict, guided: str) -> dict:
+    """The spec handed to ``python -m aot train-disc`` for a guided model (e.g. 'aot_dg-cond')."""
+    run_name, cond = guided.rsplit("-", 1)
+    g = cfg["guidance"]
+    epochs = g["train"]["epochs"]
+    return dict(g["train"], epochs=epochs[cond] if isinstance(epochs, dict) else epochs, cond=(cond == "cond"),
+                pairing=g["runs"][run_name]["pairing"], extractor=g["extractor"],
+                extractor_weights=g["extractor_weights"] or "", head=g["head"])
+
+
+def spec_json(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def write_resolved_config(cfg: dict, path: str | Path, log: str | Path | None = None, *,
+                          configfiles: list | None = None) -> None:
+    """Write the resolved config as YAML (atomically). The file is itself a complete config: ``snakemake
+    --configfile <it>`` runs the same experiment (a test checks that it resolves to the same dict)."""
+    from aot.checkpoint import atomic_write_text
+
+    head = (f"# The resolved config of experiment {cfg['experiment']}: every key its jobs ran with, schema defaults "
+            "filled in.\n# Written by the workflow (rule resolved_config); rerun the same experiment with "
+            f"`snakemake --configfile {path}`.\n")
+    if configfiles:
+        head += f"# Resolved from: {', '.join(map(str, configfiles))}\n"
+    atomic_write_text(path, head + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=120))
+    if log is not None:
+        Path(log).write_text(f"resolved {', '.join(map(str, configfiles or [])) or 'the config'} -> {path}\n")
+
+
+def describe_config(cfg: dict) -> dict:
+    """What each job of the resolved config would run, without running anything: per trained model the train spec
+    and its network's parameter count, per guided model the discriminator spec and the guided-sampling settings.
+    Networks are built on torch's ``meta`` device (shapes only), so this takes about a second even for NCSN++."""
+    import torch
+
+    from aot.networks import count_parameters
+    from aot.train import TrainSpec, build_denoiser
+
+    shape = SOURCE_SHAPES[cfg["dataset"]["source"]]
+    out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape,
+                                                                  num_classes=DATASET_CLASSES),
+                 "models": {}, "guided": {}}
+    for model in model_names(cfg):
+        arm = cfg["arms"][model.rsplit("-", 1)[0]]
+        if "checkpoints" in arm:
+            out["models"][model] = {"import": arm["checkpoints"][model.rsplit("-", 1)[1]], "pairing": arm["pairing"]}
+            continue
+        spec = train_spec(cfg, model)
+        with torch.device("meta"):
+            net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": DATASET_CLASSES},
+                                       shape["resolution"], shape["channels"])
+        out["models"][model] = {"train_spec": spec, "parameters": count_parameters(net),
+                                "label_dim": ctor["label_dim"], "augment_dim": ctor["network"]["augment_dim"],
+                                "gpus": cfg["train"]["gpus"]}
+    g = cfg["guidance"]
+    for guided in guided_names(cfg):
+        run_name, cond = guided.rsplit("-", 1)
+        run = g["runs"][run_name]
+        out["guided"][guided] = {
+            "base_model": f"{run['arm']}-{cond}", "disc_spec": disc_spec(cfg, guided),
+            "sampler": {"rho": run["rho"], "steps": run["steps"], "nfe": 2 * run["steps"] - 1,
+                        "weight": g["weight"][cond], "weight_2nd": g["weight_2nd"], "boosting": g["boosting"][cond],
+                        "time_min": g["time_min"], "time_max": g["time_max"]},
+            "fake_images": g["fakes"]["num_images"],
+            "real_images": cfg["dataset"]["subset"] or {"cifar10": 50000}.get(cfg["dataset"]["source"], "all"),
+        }
+    return out
+
+
+def format_description(d: dict) -> str:
+    """``describe_config`` as the text ``python -m aot show-config`` prints."""
+    ds = d["dataset"]
+    lines = [f"experiment {d['experiment']}: {ds['source']} ({ds['channels']}x{ds['resolution']}x{ds['resolution']}, "
+             f"{ds['num_classes']} classes" + (f", subset {ds['subset']}" if ds.get("subset") else "") + ")"]
+    for model, m in d["models"].items():
+        if "import" in m:
+            lines.append(f"\nmodel {model}: imported from {m['import']} (pairing {m['pairing']})")
+            continue
+        s = m["train_spec"]
+        lines.append(f"\nmodel {model}: {s['arch']}, {m['parameters']:,} parameters (label_dim {m['label_dim']}, "
+                     f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, pairing {s['pairing']}, "
+                     f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1)} process(es), "
+                     f"{s['kimg'] / 1000:g} Mimg")
+        lines.append(f"  python -m aot train --spec '{spec_json(s)}'")
+    for guided, g in d["guided"].items():
+        s, smp = g["disc_spec"], g["sampler"]
+        lines.append(f"\nguided {guided}: discriminator on {g['real_images']} real + {g['fake_images']} generated "
+                     f"images of {g['base_model']}, {s['epochs']} epochs, batch {s['batch']}, lr {s['lr']}, "
+                     f"pairing {s['pairing']}; sampling rho {smp['rho']:g}, {smp['steps']} steps ({smp['nfe']} NFE), "
+                     f"weight {smp['weight']:g}, boosting {'on' if smp['boosting'] else 'off'}")
+        lines.append(f"  python -m aot train-disc --spec '{spec_json(s)}'")
+    return "\n".join(lines)

@@ -102,7 +102,8 @@ def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path,
     features = InceptionFeatures(inception_weights(weights), device=device)
     res = fid_blocks(images, seeds, features, mu, sigma, block=block)
     blocks = res["fid_blocks"]  # spread over disjoint seed blocks (none with a single block)
-    return dict(metric=f"FID-{block // 1000}k (Inception, clean-fid legacy_tensorflow), min of "
+    size = f"{block // 1000}k" if block % 1000 == 0 else str(block)  # FID-50k; a rehearsal's FID-4
+    return dict(metric=f"FID-{size} (Inception, clean-fid legacy_tensorflow), min of "
                 f"{len(blocks)}", value=res["fid_min"],
                 value_std=float(np.std(blocks, ddof=1)) if len(blocks) > 1 else None, **res)
 

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.functional import silu
 
+from aot.presets import ARCH_PRESETS  # EDM presets as plain data (the config resolver reads them too)
+
 SKIP_SCALE = math.sqrt(0.5)  # EDM skip_scale: keeps the variance of residual sums at ~1
 
 
@@ -360,16 +362,6 @@ class SongUNet(torch.nn.Module):
                 out = h if out is None else out + h
         return out
 
-
-# EDM train.py CIFAR-10 settings (--arch=ddpmpp | ncsnpp, default --dropout=0.13); paper-spec section 2.3.
-ARCH_PRESETS: dict[str, dict] = {
-    "ddpmpp": dict(model_channels=128, channel_mult=[2, 2, 2], channel_mult_emb=4, num_blocks=4,
-                   attn_resolutions=[16], dropout=0.13, embedding_type="positional", channel_mult_noise=1,
-                   encoder_type="standard", decoder_type="standard", resample_filter=[1, 1]),
-    "ncsnpp": dict(model_channels=128, channel_mult=[2, 2, 2], channel_mult_emb=4, num_blocks=4,
-                   attn_resolutions=[16], dropout=0.13, embedding_type="fourier", channel_mult_noise=2,
-                   encoder_type="residual", decoder_type="standard", resample_filter=[1, 3, 3, 1]),
-}
 
 INTERFACE_ARGS = ("img_resolution", "in_channels", "out_channels", "label_dim", "augment_dim")
 TUNABLE_ARGS = tuple(p for p in inspect.signature(SongUNet.__init__).parameters

@@ -98,3 +98,16 @@ def test_check_config_reports_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: config error: train.pool: 500 must be a multiple of the per-process batch "
                                 "128 (each pool is consumed by whole optimizer steps)")
+
+
+def test_show_config_prints_the_paper_networks(tmp_path):
+    r = aot("show-config", "--configfile", str(ROOT / "config/cifar10-cond.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    heads = [line for line in r.stdout.splitlines() if line.startswith("model ")]
+    assert len(heads) == 2 and all("ncsnpp, 56,400,643 parameters" in h and "dropout 0.13" in h for h in heads)
+    assert r.stdout.count("python -m aot train --spec '") == 2 and r.stdout.count("250 epochs") == 3
+    r = aot("show-config", "--configfile", str(ROOT / "config/cifar10-uncond.yaml"), "--config", "train={kimg: .nan}",
+            cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "error: config error: train.kimg: nan is not a finite number; " \
+        "give a finite value"
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing run

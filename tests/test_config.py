@@ -8,9 +8,14 @@ import yaml
 from aot.config import (
     ConfigError,
     check_config,
+    describe_config,
+    disc_spec,
     guided_names,
+    load_yaml,
     merge_config,
     model_names,
+    parse_cli_config,
+    resolve_config,
     setting_name,
     typed_cli_overrides,
 )
@@ -128,3 +133,111 @@ def test_cli_override_merges_into_a_valid_config():
         bad = load()
         merge_config(bad, snakemake_cli("guidance={enabled: false}"))
         check_config(bad)
+
+
+# ----------------------------------------------------------------------------
+# Typing, finiteness and duplicate keys: one rule for every entry point.
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda c: c["sample"]["grid"][0].update(rho=float("nan")), "sample.grid.0.rho: nan is not a finite number"),
+        (lambda c: c["sample"].update(sigma_max=float("inf")), "sample.sigma_max: inf is not a finite number"),
+        (lambda c: c["train"].update(lr=float("inf")), "train.lr: inf is not a finite number"),
+        (lambda c: c["train"].update(ema_halflife_kimg=float("nan")), "train.ema_halflife_kimg: nan"),
+        (lambda c: c["guidance"]["weight"].update(cond=float("nan")), "guidance.weight.cond: nan"),
+        (lambda c: c["sample"]["grid"][0].update(steps=18.0), "sample.grid.0.steps: 18.0 is not of type 'integer'"),
+        (lambda c: c["sample"].update(num_images=1000.0), "sample.num_images: 1000.0 is not of type 'integer'"),
+        (lambda c: c["dataset"].update(source="cifar10"), "dataset.test_fraction: not used with source cifar10"),
+        (lambda c: c["dataset"].update(subset=15), "dataset.subset: 15 is not a multiple of the 10 classes"),
+    ],
+)
+def test_nonfinite_float_for_int_and_unused_keys_are_refused(mutate, where):
+    cfg = load()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert str(e.value).startswith("config error: ") and where in str(e.value) and "\n" not in str(e.value)
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("experiment: a\ntrain:\n  kimg: 1\n  kimg: 2\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml line 4: key 'kimg' is given twice"):
+        load_yaml(f)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ["experiment=exp2", "guidance={enabled: false, weight: {cond: 1.5}}"],
+        ["train={kimg: 1e-4, lr: 0.5}", "flag=true", "empty=", "ratio=0.25", "count=7"],
+        ["sample={grid: [{rho: 7, steps: 18}]}", "dataset={source: cifar10, archive: 'a b.tar.gz'}"],
+    ],
+)
+def test_cli_parser_is_snakemakes(entries):
+    """check-config/show-config parse --config without Snakemake; pinned to Snakemake's own parser."""
+    from snakemake.cli import parse_config
+
+    assert parse_cli_config(entries) == parse_config(entries)
+
+
+# ----------------------------------------------------------------------------
+# A config file is the whole experiment; the paper configs are EDM-AOT's and DG's command lines.
+
+
+@pytest.mark.parametrize("name", ["cifar10-uncond.yaml", "cifar10-cond.yaml", "cifar10-released.yaml",
+                                  "digits-family.yaml", "smoke.yaml"])
+def test_config_file_alone_is_the_experiment(name):
+    """Nothing of config/config.yaml reaches another config: resolving a file equals validating it alone."""
+    alone = check_config(load(name))
+    assert resolve_config([ROOT / "config" / name]) == alone
+    assert resolve_config(None) == check_config(load())  # no file: the embedded default
+    if name.startswith("cifar10"):
+        assert alone["network"]["overrides"] == {} and "test_fraction" not in alone["dataset"]
+        assert alone["trajectory"]["fine_steps"] == 256  # schema default, not the digits' 64
+
+
+def test_cli_overrides_merge_on_top_of_the_file():
+    cfg = resolve_config([ROOT / "config/cifar10-uncond.yaml"],
+                         parse_cli_config(["train={kimg: 2, batch: 8}", "guidance={train: {epochs: 3}}"]))
+    assert cfg["train"]["kimg"] == 2 and cfg["train"]["batch"] == 8 and cfg["train"]["pool"] == 512
+    assert disc_spec(cfg, "edm_dg-uncond")["epochs"] == 3 and cfg["guidance"]["train"]["lr"] == 0.0003
+
+
+# The values EDM-AOT's README command line and EDM's train.py defaults give (paper-spec §2.3-2.4), and DG's
+# train.py / README (paper-spec §3.4-3.5). Parameter counts: EDM's NCSN++ with augment_dim 9, label_dim 0 / 10.
+PAPER = {
+    "uncond": dict(params=56_397_827, pool=512, epochs=60, weight=2.0, boosting=False),
+    "cond": dict(params=56_400_643, pool=2048, epochs=250, weight=1.0, boosting=True),
+}
+
+
+@pytest.mark.parametrize("cond", ["uncond", "cond"])
+def test_paper_config_resolves_to_the_paper_recipe(cond):
+    p = PAPER[cond]
+    d = describe_config(resolve_config([ROOT / f"config/cifar10-{cond}.yaml"]))
+    assert set(d["models"]) == {f"edm-{cond}", f"aot-{cond}"}
+    for model, m in d["models"].items():
+        s = m["train_spec"]
+        assert m["parameters"] == p["params"], model
+        assert s["arch"] == "ncsnpp" and s["network"]["dropout"] == 0.13
+        assert s["network"]["model_channels"] == 128 and s["network"]["channel_mult"] == [2, 2, 2]
+        assert s["network"]["num_blocks"] == 4 and s["network"]["attn_resolutions"] == [16]
+        assert s["augment_p"] == 0.12 and s["batch"] == 256 and m["gpus"] == 4 and s["batch_gpu"] is None
+        assert s["pool"] == p["pool"] and s["lr"] == 0.001 and s["lr_rampup_kimg"] == 10_000
+        assert s["ema_halflife_kimg"] == 500 and s["ema_rampup_ratio"] == 0.05 and s["kimg"] == 200_000
+        assert s["pairing"] == ("aot" if model.startswith("aot") else "none") and s["cond"] == (cond == "cond")
+    assert len(d["guided"]) == 3
+    for g in d["guided"].values():
+        s = g["disc_spec"]
+        assert s["epochs"] == p["epochs"] and s["lr"] == 0.0003 and s["batch"] == 128 and s["weight_decay"] == 1e-7
+        assert s["extractor"] == "adm32" and g["fake_images"] == 50_000 and g["real_images"] == 50_000
+        assert g["sampler"]["weight"] == p["weight"] and g["sampler"]["boosting"] is p["boosting"]
+
+
+def test_subset_is_reported():
+    cfg = resolve_config([ROOT / "config/cifar10-cond.yaml"], parse_cli_config(["dataset={subset: 500}"]))
+    d = describe_config(cfg)
+    assert d["dataset"]["subset"] == 500 and all(g["real_images"] == 500 for g in d["guided"].values())

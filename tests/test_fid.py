@@ -7,11 +7,11 @@ import io
 import socket
 import urllib.error
 import urllib.request
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from fakes import write_fake_inception
 
 from aot import fid
 from aot.fid import (
@@ -192,38 +192,9 @@ def test_reference_stats_reads_cleanfid_and_edm_npz(tmp_path):
 # Feature path with a fake TorchScript Inception.
 
 
-class FakeInception(torch.nn.Module):
-    """Same interface as inception-2015-12-05.pt as clean-fid uses it: a ``layers`` submodule, and
-    ``forward(img, return_features=True)`` on float32 (B, 3, H, W) in [0, 255] at native size -> (B, 2048).
-
-    Features: [mean of R, G, B; H; W; fixed elementwise weights on the 2x2-pooled image] so a test can read
-    what came in; only per-image ops, so results do not depend on the batch size.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # (B, 12)
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("idx", torch.randint(0, 12, (2043,), generator=g))
-        self.register_buffer("w", torch.randn(2043, generator=g))
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        assert return_features, "clean-fid's legacy_tensorflow mode asks for the pool features"
-        assert img.dtype == torch.float32 and img.dim() == 4 and img.size(1) == 3, "float32 (B, 3, H, W)"
-        assert bool((img >= 0).all()) and bool((img <= 255).all()), "range [0, 255]"
-        assert bool((img == torch.round(img)).all()), "integer values (uint8 -> float, no resize outside)"
-        B, H, W = img.size(0), img.size(2), img.size(3)
-        hw = torch.tensor([float(H), float(W)]).expand(B, 2)
-        return torch.cat([img.mean(dim=(2, 3)), hw, self.layers(img / 255)[:, self.idx] * self.w], dim=1)
-
-
 @pytest.fixture(scope="module")
 def fake_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / INCEPTION_FILE
-    with warnings.catch_warnings():  # torch.jit.script/save are deprecated; the real weights are TorchScript
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(FakeInception().eval()), str(path))
-    return path
+    return write_fake_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
 
 
 @pytest.fixture

@@ -30,19 +30,9 @@ def job_counts(stdout: str) -> dict[str, int]:
             if m.group(1) != "total"}
 
 
-@pytest.fixture(scope="module")
-def dg_weights(tmp_path_factory):
-    """--config override pointing guidance.extractor_weights (DG's classifier, downloaded by hand on a cluster) at
-    a placeholder file, so the paper configs' DAG can be built here."""
-    path = tmp_path_factory.mktemp("dg") / "32x32_classifier.pt"
-    path.write_bytes(b"placeholder")
-    return ["--config", f"guidance={{extractor_weights: {path}}}"]
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_dry_run_every_config(config, dg_weights):
-    extra = dg_weights if config.name.startswith("cifar10") else []
-    r = run(["-n", "--forceall", "--configfile", str(config.relative_to(ROOT))] + extra)
+def test_dry_run_every_config(config):
+    r = run(["-n", "--forceall", "--configfile", str(config.relative_to(ROOT))])
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = job_counts(r.stdout)
     assert {"sample", "evaluate", "trajectory", "tables", "figures", "all"} <= set(jobs)
@@ -71,11 +61,59 @@ def test_nested_config_override_on_the_command_line():
     assert "--seeds 000000-000099 " in run(["-n", "-p", "--forceall", "--config", "sample={num_images: 100}"]).stdout
 
 
-def test_missing_dg_classifier_stops_before_any_job():
-    r = run(["-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
-    assert r.returncode != 0
-    out = r.stdout + r.stderr
-    assert "Missing input files for rule train_discriminator" in out and "32x32_classifier.pt" in out
+def train_specs(stdout: str) -> dict[str, dict]:
+    """model -> the --spec JSON of each `aot train` command a dry run prints (-p)."""
+    out = {}
+    for m in re.finditer(r"-m aot train --data \S+ --spec '(\{.*?\})' .*?--model (\S+)", stdout):
+        out[m.group(2)] = json.loads(m.group(1))
+    return out
+
+
+@pytest.mark.parametrize("cond", ["uncond", "cond"])
+def test_paper_dry_run_trains_ncsnpp_without_dg_classifier(cond):
+    """A fresh clone: no DG classifier, no --config. The printed train commands carry EDM-AOT's recipe, and the
+    classifier is a job of the DAG (fetched on the login node), not a missing input."""
+    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    specs = train_specs(r.stdout)
+    assert set(specs) == {f"edm-{cond}", f"aot-{cond}"}
+    for model, s in specs.items():
+        net = s["network"]
+        assert s["arch"] == "ncsnpp" and net["dropout"] == 0.13 and net["model_channels"] == 128
+        assert net["channel_mult"] == [2, 2, 2] and net["num_blocks"] == 4 and net["attn_resolutions"] == [16]
+        assert net["embedding_type"] == "fourier" and net["encoder_type"] == "residual"
+        assert s["augment_p"] == 0.12 and s["batch"] == 256 and s["pool"] == (512 if cond == "uncond" else 2048)
+        assert s["lr"] == 0.001 and s["lr_rampup_kimg"] == 10000 and s["ema_halflife_kimg"] == 500
+        assert s["kimg"] == 200000 and s["cond"] == (cond == "cond")
+    assert r.stdout.count("torchrun --standalone --nnodes=1 --nproc_per_node=4 -m aot train") == 2  # 64 per GPU
+    assert job_counts(r.stdout)["fetch_dg_classifier"] == 1
+    epochs = {json.loads(m)["epochs"] for m in re.findall(r"-m aot train-disc .*?--spec '(\{.*?\})'", r.stdout)}
+    assert epochs == {60 if cond == "uncond" else 250}
+
+
+def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
+    """The workflow's resolved config (rule resolved_config, run for real) of each shipped config file equals that
+    file validated alone, and equals what `python -m aot check-config`/`show-config` resolve (aot.config), with and
+    without --config overrides."""
+    from aot.config import check_config, load_yaml, parse_cli_config, resolve_config
+
+    shutil.copy(ROOT / "Snakefile", tmp_path)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    cases = [(None, []), (None, ["experiment=other", "guidance={enabled: false}"])]
+    cases += [(p.name, []) for p in CONFIGS if p.name != "config.yaml"]
+    cases += [("cifar10-cond.yaml", ["train={kimg: 8, batch: 64}", "dataset={subset: 100}"])]
+    for name, extra in cases:
+        expected = resolve_config([ROOT / "config" / name] if name else None, parse_cli_config(extra))
+        if name and not extra:
+            assert expected == check_config(load_yaml(ROOT / "config" / name))
+        target = f"results/{expected['experiment']}/config.yaml"  # before the flags: they take several values
+        args = ["--cores", "1", target] + (["--configfile", f"config/{name}"] if name else [])
+        r = run(args + ([] if not extra else ["--config", *extra]), cwd=tmp_path)
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        written = load_yaml(tmp_path / target)
+        assert written == expected, (name, extra)
+        assert resolve_config([tmp_path / target]) == expected  # the written file is itself the experiment
 
 
 def paper_cells(cond: str) -> set[tuple[str, str]]:
@@ -94,8 +132,8 @@ def paper_cells(cond: str) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("cond", ["uncond", "cond"])
-def test_paper_configs_list_fid50k_jobs_for_every_cell(cond, dg_weights):
-    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"] + dg_weights)
+def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
+    r = run(["-n", "-p", "--forceall", "--configfile", f"config/cifar10-{cond}.yaml"])
     assert r.returncode == 0, r.stderr[-2000:]
     # The scoring commands as Snakemake would run them (-p), one per (model, setting).
     evaluated = {(m.group(1), m.group(2)) for m in
@@ -111,10 +149,9 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond, dg_weights):
     assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
-def test_slurm_profile_dry_run(dg_weights):
+def test_slurm_profile_dry_run():
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"]
-            + dg_weights)
+    r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -124,8 +161,8 @@ def test_lint_is_clean():
 
 
 def test_bad_config_fails_fast_with_one_line(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {kimg: -3}\n")
+    bad = tmp_path / "bad.yaml"  # a config file is the whole experiment: the embedded default with one bad value
+    bad.write_text((ROOT / "config/config.yaml").read_text().replace("kimg: 40 ", "kimg: -3 "))
     t0 = time.perf_counter()
     r = run(["-n", "--configfile", str(bad)])
     assert time.perf_counter() - t0 < 10

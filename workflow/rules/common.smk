@@ -8,30 +8,29 @@ sys.path.insert(
 
 from aot.config import (
     ConfigError,
-    check_config,
+    disc_spec as resolved_disc_spec,
     guided_names,
-    merge_config,
     model_names,
+    resolve_config,
     setting_name,
-    typed_cli_overrides,
-)
-
-# Nested --config values (guidance={enabled: false}) arrive as strings; read them as a config file would.
-merge_config(
-    config,
-    typed_cli_overrides(
-        getattr(getattr(workflow, "config_settings", None), "overwrite_config", None)
-        or {}
-    ),
+    spec_json,
+    train_spec as resolved_train_spec,
+    write_resolved_config,
 )
 
 try:
-    # One clear line naming the key, before any job starts (the schema + cross-key rules).
-    config.update(
-        check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    # The config exactly as `python -m aot check-config` / `show-config` resolve it: the config files Snakemake read
+    # (the --configfile files alone; config/config.yaml only when none is given), re-read with duplicate keys refused, then
+    # --config on top with its nested scalars read as YAML. One clear line naming the key, before any job starts.
+    _resolved = resolve_config(
+        [str(f) for f in workflow.configfiles],
+        workflow.config_settings.config,
+        workflow.source_path("../schemas/config.schema.yaml"),
     )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_resolved)
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -79,7 +78,8 @@ def guided_metrics():
 def final_outputs():
     """Tables, figures and one sample grid per (model, setting) and per guided model."""
     return (
-        [f"results/tables/{EXP}/{name}.md" for name in TABLES]
+        [f"{R}/config.yaml"]
+        + [f"results/tables/{EXP}/{name}.md" for name in TABLES]
         + [f"{R}/samples/{g}/{guided_setting(g)}.png" for g in GUIDED]
         + [
             f"{R}/figures/{name}.png"
@@ -94,17 +94,7 @@ def final_outputs():
 
 def train_spec(wildcards):
     """The JSON handed to `python -m aot train` for one model (its changes trigger a retrain)."""
-    arm_name, cond = wildcards.model.rsplit("-", 1)
-    arm, t = config["arms"][arm_name], config["train"]
-    spec = {k: v for k, v in t.items() if k != "gpus"}
-    spec.update(
-        pairing=arm["pairing"],
-        knn_k=arm.get("knn_k", 8),
-        cond=(cond == "cond"),
-        arch=config["network"]["arch"],
-        network=config["network"].get("overrides", {}),
-    )
-    return json.dumps(spec, sort_keys=True)
+    return spec_json(resolved_train_spec(config, wildcards.model))
 
 
 def launcher(wildcards, resources):
@@ -170,16 +160,7 @@ def disc_inputs(wildcards):
 
 def disc_spec(wildcards):
     """The JSON handed to `python -m aot train-disc` for one guided model (its changes trigger a retrain)."""
-    run, cond = guided_run(wildcards.model)
-    spec = dict(
-        GUIDANCE["train"],
-        cond=(cond == "cond"),
-        pairing=run["pairing"],
-        extractor=GUIDANCE["extractor"],
-        extractor_weights=GUIDANCE["extractor_weights"] or "",
-        head=GUIDANCE["head"],
-    )
-    return json.dumps(spec, sort_keys=True)
+    return spec_json(resolved_disc_spec(config, wildcards.model))
 
 
 def shards():

@@ -1,5 +1,6 @@
 rule tables:
     input:
+        config=rules.resolved_config.output[0],
         metrics=expand(
             f"{R}/metrics/{{model}}/{{setting}}.json", model=MODELS, setting=SETTINGS
         )
@@ -48,7 +49,7 @@ rule tables:
     shell:
         "python -m aot tables --metrics {input.metrics} --stats {input.stats} "
         "--trajectory {input.trajectory} --disc-stats {input.disc_stats} --features {input.features} "
-        "--out-dir {params.out_dir} "
+        "--config {input.config:q} --out-dir {params.out_dir} "
         "> {log} 2>&1"
 
 
