@@ -98,10 +98,16 @@ def train_spec(wildcards):
 
 
 def launcher(wildcards, resources):
-    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted."""
+    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted. A list of words, so
+    that {params.launch:q} quotes each on its own."""
     if resources.gpu > 1:
-        return f"torchrun --standalone --nnodes=1 --nproc_per_node={resources.gpu}"
-    return "python"
+        return [
+            "torchrun",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={resources.gpu}",
+        ]
+    return ["python"]
 
 
 def checkpoint_source(wildcards):
@@ -198,19 +204,18 @@ def evaluate_inputs(wildcards):
 
 
 def evaluate_args(wildcards, input):
-    """Command-line options of `python -m aot evaluate` for the configured metrics."""
+    """Command-line options of `python -m aot evaluate` for the configured metrics: a list of single arguments, so
+    that {params.args:q} quotes each on its own (a path with spaces or shell characters stays one argument)."""
     e = config["evaluate"]
-    args = [f"--metrics {' '.join(METRICS)}", f"--device {e['device']}"]
+    args = ["--metrics", *METRICS, "--device", e["device"]]
     if "featnet" in METRICS:
-        args.append(
-            f"--featnet {input.featnet} --ref {input.ref} --kid-subsets {e['kid_subsets']} "
-            f"--kid-subset-size {e['kid_subset_size']} --fd-jackknife {e['fd_jackknife']}"
-        )
+        args += ["--featnet", input.featnet, "--ref", input.ref, "--kid-subsets", e["kid_subsets"]]
+        args += ["--kid-subset-size", e["kid_subset_size"], "--fd-jackknife", e["fd_jackknife"]]
     if "inception" in METRICS:
-        args.append(f"--fid-ref {input.fid_ref} --fid-block {e['fid_block']}")
+        args += ["--fid-ref", input.fid_ref, "--fid-block", e["fid_block"]]
         if e["inception_weights"]:
-            args.append(f"--inception-weights {e['inception_weights']}")
-    return " ".join(args)
+            args += ["--inception-weights", e["inception_weights"]]
+    return [str(a) for a in args]
 
 
 def fid_ref_inputs(wildcards):

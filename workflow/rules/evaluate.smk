@@ -16,9 +16,9 @@ rule featnet:
         lr=config["evaluate"]["featnet"]["lr"],
         seed=config["evaluate"]["featnet"]["seed"],
     shell:
-        "python -m aot featnet --data {input.data} --out {output.net} --ref {output.ref} "
-        "--info {output.info} --epochs {params.epochs} --batch-size {params.batch_size} "
-        "--lr {params.lr} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "python -m aot featnet --data {input.data:q} --out {output.net:q} --ref {output.ref:q} "
+        "--info {output.info:q} --epochs {params.epochs:q} --batch-size {params.batch_size:q} "
+        "--lr {params.lr:q} --seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 # Inception FID needs clean-fid's TF-Inception weights (inception-2015-12-05.pt) and, for fid_ref: cifar10, its
@@ -38,18 +38,19 @@ rule fid_ref:
         gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
     params:
         source=config["evaluate"]["fid_ref"],
-        data=lambda wc, input: f"--data {input.data}" if "data" in input.keys() else "",
+        # optional flags as lists of single arguments ([] = none), so that {params.x:q} quotes each on its own
+        data=lambda wc, input: ["--data", input.data] if "data" in input.keys() else [],
         weights=(
-            f"--inception-weights {config['evaluate']['inception_weights']}"
+            ["--inception-weights", config["evaluate"]["inception_weights"]]
             if config["evaluate"]["inception_weights"]
-            else ""
+            else []
         ),
         device=config["evaluate"]["device"],
     message:
         "Inception reference statistics ({params.source}); downloads clean-fid's weights/statistics on first use"
     shell:
-        "python -m aot fid-ref --source {params.source} {params.data} {params.weights} "
-        "--device {params.device} --out {output} --threads {threads} > {log} 2>&1"
+        "python -m aot fid-ref --source {params.source:q} {params.data:q} {params.weights:q} "
+        "--device {params.device:q} --out {output:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -74,10 +75,10 @@ rule evaluate:
         args=evaluate_args,
         metrics=" + ".join(METRICS),
         features=lambda wc, output: (
-            f"--features-out {output.features}" if "features" in output.keys() else ""
+            ["--features-out", output.features] if "features" in output.keys() else []
         ),
     message:
         "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics}); inception downloads its weights on first use"
     shell:
-        "python -m aot evaluate --samples {input.samples} --out {output.json} --model {wildcards.model} "
-        "{params.args} {params.features} --threads {threads} > {log} 2>&1"
+        "python -m aot evaluate --samples {input.samples:q} --out {output.json:q} --model {wildcards.model:q} "
+        "{params.args:q} {params.features:q} --threads {threads:q} > {log:q} 2>&1"

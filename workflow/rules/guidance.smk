@@ -20,9 +20,9 @@ rule train_discriminator:
         spec=disc_spec,
         state_dir=lambda wc: f"{R}/runs/discriminators/{wc.model}",
     shell:
-        "python -m aot train-disc --data {input.data} --fake {input.fakes} --spec {params.spec:q} "
-        "--state-dir {params.state_dir} --out {output.disc} --stats {output.stats} "
-        "--model {wildcards.model} --threads {threads} > {log} 2>&1"
+        "python -m aot train-disc --data {input.data:q} --fake {input.fakes:q} --spec {params.spec:q} "
+        "--state-dir {params.state_dir:q} --out {output.disc:q} --stats {output.stats:q} "
+        "--model {wildcards.model:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule sample_guided:
@@ -45,20 +45,23 @@ rule sample_guided:
         steps=lambda wc: setting(wc)["steps"],
         weight=lambda wc: GUIDANCE["weight"][guided_run(wc.model)[1]],
         boosting=lambda wc: (
-            "--dg-boosting" if GUIDANCE["boosting"][guided_run(wc.model)[1]] else ""
+            ["--dg-boosting"] if GUIDANCE["boosting"][guided_run(wc.model)[1]] else []
         ),
-        g=GUIDANCE,
+        # scalars, not the guidance mapping, so that each can be quoted ({params.x:q})
+        weight_2nd=GUIDANCE["weight_2nd"],
+        time_min=GUIDANCE["time_min"],
+        time_max=GUIDANCE["time_max"],
         batch=config["sample"]["batch"],
         sigma_min=config["sample"]["sigma_min"],
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot sample --ckpt {input.net} --disc {input.disc} --dg-weight {params.weight} "
-        "--dg-weight-2nd {params.g[weight_2nd]} --dg-time-min {params.g[time_min]} "
-        "--dg-time-max {params.g[time_max]} {params.boosting} --rho {params.rho} --steps {params.steps} "
-        "--seeds {wildcards.shard} --batch {params.batch} --sigma-min {params.sigma_min} "
-        "--sigma-max {params.sigma_max} --device {params.device} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m aot sample --ckpt {input.net:q} --disc {input.disc:q} --dg-weight {params.weight:q} "
+        "--dg-weight-2nd {params.weight_2nd:q} --dg-time-min {params.time_min:q} "
+        "--dg-time-max {params.time_max:q} {params.boosting:q} --rho {params.rho:q} --steps {params.steps:q} "
+        "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
+        "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
+        "--threads {threads:q} > {log:q} 2>&1"
 
 
 # DG's frozen ADM 32x32 classifier (extractor adm32), fetched once from the authors' Google Drive folder on the

@@ -20,10 +20,10 @@ rule sample:
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot sample --ckpt {input.net} --rho {params.rho} --steps {params.steps} "
-        "--seeds {wildcards.shard} --batch {params.batch} --sigma-min {params.sigma_min} "
-        "--sigma-max {params.sigma_max} --device {params.device} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m aot sample --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
+        "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
+        "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
+        "--threads {threads:q} > {log:q} 2>&1"
 
 
 rule grid:
@@ -43,7 +43,7 @@ rule grid:
     conda:
         "../envs/aot.yaml"
     shell:
-        "python -m aot grid --samples {input} --out {output} > {log} 2>&1"
+        "python -m aot grid --samples {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule trajectory:
@@ -69,14 +69,19 @@ rule trajectory:
         rho=lambda wc: tsetting(wc)["rho"],
         steps=lambda wc: tsetting(wc)["steps"],
         seeds=trajectory_seeds(),
-        t=config["trajectory"],
+        # scalars, not the trajectory mapping, so that each can be quoted ({params.x:q})
+        grid_rows=config["trajectory"]["grid_rows"],
+        columns=config["trajectory"]["columns"],
+        fine_steps=config["trajectory"]["fine_steps"],
+        ref_substeps=config["trajectory"]["ref_substeps"],
+        ref_steps=config["trajectory"]["ref_steps"],
         sigma_min=config["sample"]["sigma_min"],
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot trajectory --ckpt {input.net} --rho {params.rho} --steps {params.steps} "
-        "--seeds {params.seeds} --grid-rows {params.t[grid_rows]} --columns {params.t[columns]} "
-        "--fine-steps {params.t[fine_steps]} --ref-substeps {params.t[ref_substeps]} "
-        "--ref-steps {params.t[ref_steps]} --sigma-min {params.sigma_min} --sigma-max {params.sigma_max} "
-        "--device {params.device} --model {wildcards.model} --out {output.metrics} --grid {output.grid} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m aot trajectory --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
+        "--seeds {params.seeds:q} --grid-rows {params.grid_rows:q} --columns {params.columns:q} "
+        "--fine-steps {params.fine_steps:q} --ref-substeps {params.ref_substeps:q} "
+        "--ref-steps {params.ref_steps:q} --sigma-min {params.sigma_min:q} --sigma-max {params.sigma_max:q} "
+        "--device {params.device:q} --model {wildcards.model:q} --out {output.metrics:q} --grid {output.grid:q} "
+        "--threads {threads:q} > {log:q} 2>&1"

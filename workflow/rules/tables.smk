@@ -47,10 +47,10 @@ rule tables:
     params:
         out_dir=lambda wc, output: Path(output.scores_csv).parent,
     shell:
-        "python -m aot tables --metrics {input.metrics} --stats {input.stats} "
-        "--trajectory {input.trajectory} --disc-stats {input.disc_stats} --features {input.features} "
-        "--config {input.config:q} --out-dir {params.out_dir} "
-        "> {log} 2>&1"
+        "python -m aot tables --metrics {input.metrics:q} --stats {input.stats:q} "
+        "--trajectory {input.trajectory:q} --disc-stats {input.disc_stats:q} --features {input.features:q} "
+        "--config {input.config:q} --out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"
 
 
 rule figures:
@@ -83,5 +83,5 @@ rule figures:
     params:
         out_dir=lambda wc, output: Path(output.loss).parent,
     shell:
-        "python -m aot figures --metrics {input.metrics} --stats {input.stats} "
-        "--trajectory {input.trajectory} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m aot figures --metrics {input.metrics:q} --stats {input.stats:q} "
+        "--trajectory {input.trajectory:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -18,9 +18,9 @@ rule train:
         run_dir=lambda wc: f"{R}/runs/{wc.model}",
         launch=launcher,
     shell:
-        "{params.launch} -m aot train --data {input.data} --spec {params.spec:q} "
-        "--run-dir {params.run_dir} --out {output.net} --stats {output.stats} "
-        "--model {wildcards.model} --threads {threads} > {log} 2>&1"
+        "{params.launch:q} -m aot train --data {input.data:q} --spec {params.spec:q} "
+        "--run-dir {params.run_dir:q} --out {output.net:q} --stats {output.stats:q} "
+        "--model {wildcards.model:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule import_checkpoint:
@@ -37,5 +37,5 @@ rule import_checkpoint:
         src=checkpoint_source,
         pairing=import_pairing,
     shell:
-        "python -m aot import-checkpoint --src {params.src:q} --pairing {params.pairing} "
-        "--out {output.net} > {log} 2>&1"
+        "python -m aot import-checkpoint --src {params.src:q} --pairing {params.pairing:q} "
+        "--out {output.net:q} > {log:q} 2>&1"
