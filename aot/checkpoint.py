@@ -72,16 +72,29 @@ def save_checkpoint(
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
+# The workflow rule that writes each kind of checkpoint (named in the error for a corrupt file).
+CHECKPOINT_RULES = {"denoiser": ("train", "import_checkpoint"), "discriminator": "train_discriminator",
+                    "featnet": "featnet"}
+
+
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` without unpickling any code."""
-    import torch
+    """Load a checkpoint written by :func:`save_checkpoint` without unpickling any code.
+
+    A truncated, overwritten or foreign file raises one line (``aot.artifacts.ArtifactError``, a ValueError) that
+    names it and the rule that remakes it.
+    """
+    from aot.artifacts import artifact_error, read_torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    what, rule = f"{kind or 'aot'} checkpoint", CHECKPOINT_RULES.get(kind or "")
+    payload = read_torch(path, kind=what, rule=rule)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an aot checkpoint (expected format {FORMAT!r})")
-    if kind is not None and payload["kind"] != kind:
-        raise ValueError(f"{path}: holds a {payload['kind']!r} checkpoint, expected {kind!r}")
+        raise artifact_error(path, what, f"not an aot checkpoint: expected format {FORMAT!r}", rule)
+    if kind is not None and payload.get("kind") != kind:
+        raise artifact_error(path, what, f"holds a {payload.get('kind')!r} checkpoint, expected {kind!r}", rule)
+    sd, ctor = payload.get("state_dict"), payload.get("ctor")
+    if not isinstance(sd, dict) or not isinstance(ctor, dict):
+        raise artifact_error(path, what, "expected a state_dict and constructor arguments", rule)
     return payload

@@ -91,15 +91,15 @@ def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset not found: {path} (run `python -m aot prepare` first)")
-    with np.load(path, allow_pickle=False) as z:
-        ds = Dataset(
-            train_images=z["train_images"],
-            train_labels=z["train_labels"].astype(np.int64),
-            test_images=z["test_images"],
-            test_labels=z["test_labels"].astype(np.int64),
-            meta=json.loads(str(z["meta"])),
-        )
-    _check(ds)
+    from aot.artifacts import read_npz, reading
+
+    keys = ["train_images", "train_labels", "test_images", "test_labels", "meta"]
+    z = read_npz(path, keys, kind="prepared dataset", rule="prepare_dataset")
+    with reading(path, "prepared dataset", "prepare_dataset"):
+        ds = Dataset(train_images=z["train_images"], train_labels=z["train_labels"].astype(np.int64),
+                     test_images=z["test_images"], test_labels=z["test_labels"].astype(np.int64),
+                     meta=json.loads(str(z["meta"])))
+        _check(ds)
     return ds
 
 

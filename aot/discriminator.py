@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aot.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_state_dict_file
+from aot.artifacts import read_state
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, sha256_file, to_float
 from aot.guidance import T_MIN, perturb, sample_vp_time
@@ -214,6 +216,23 @@ def train_discriminator(
                       state_path=state_path, progress=progress, model_name=model_name)
 
 
+def _check_finite(loss_sum: float, head: nn.Module, *, epoch: int, spec: DiscSpec, model_name: str,
+                  state_path: Path | None, history: list[dict]) -> None:
+    """After each epoch, before its state is saved: the epoch's loss and the head's weights must be finite, else
+    stop with one line (DivergenceError) and keep the last good state. One fused check, no random draw."""
+    from aot.train import DivergenceError, finite_flags
+
+    bad_weights = not finite_flags([], head)[1].item()
+    what = [w for w, b in (("loss", not math.isfinite(loss_sum)), ("head weights", bad_weights)) if b]
+    if not what:
+        return
+    kept = (f"the last good state (epoch {len(history)}) is kept in {state_path}" if state_path is not None
+            else "no resumable state was saved")
+    raise DivergenceError(f"discriminator {model_name or 'training'} diverged in epoch {epoch}: non-finite "
+                          f"{' and '.join(what)}; lower guidance.train.lr (now {spec.lr:g}) or check the generated "
+                          f"samples; {kept}; no discriminator was written")
+
+
 def _train(spec: DiscSpec, ctor: dict, x_all: torch.Tensor, target_all: torch.Tensor, labels_all: torch.Tensor, *,
            out, stats_out, state_path: Path, progress: bool, model_name: str) -> dict:
     device = torch.device(spec.device)
@@ -223,7 +242,7 @@ def _train(spec: DiscSpec, ctor: dict, x_all: torch.Tensor, target_all: torch.Te
     history: list[dict] = []
 
     if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = read_state(state_path, kind="discriminator state")
         disc.head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["generator"])
@@ -263,6 +282,8 @@ def _train(spec: DiscSpec, ctor: dict, x_all: torch.Tensor, target_all: torch.Te
             loss_sum += loss.item() * len(idx)
             correct += ((logits.detach() > 0).float().cpu() == target).sum().item()
             seen += len(idx)
+        _check_finite(loss_sum, disc.head, epoch=epoch + 1, spec=spec, model_name=model_name,
+                      state_path=state_path if state_path.is_file() else None, history=history)
         entry = dict(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen,
                      seconds=time.perf_counter() - t0)
         if spec.pairing == "aot":

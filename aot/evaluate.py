@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aot.artifacts import read_npz
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import load_dataset
 
@@ -63,8 +64,7 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
     if fd_jackknife == 1 or fd_jackknife < 0:
         raise ValueError(f"fd_jackknife={fd_jackknife}: use 0 (off) or at least 2 groups")
     net, ckpt = load_featnet(featnet)
-    with np.load(ref, allow_pickle=False) as z:
-        ref_feats = z["features"]
+    ref_feats = read_npz(ref, ["features"], kind="reference features", rule="featnet")["features"]
     feats = extract_features(net, images)
     mu_ref, sigma_ref = gaussian_stats(ref_feats)
     fd = frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref)
@@ -108,6 +108,25 @@ def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path,
                 value_std=float(np.std(blocks, ddof=1)) if len(blocks) > 1 else None, **res)
 
 
+def refuse_constant(images: np.ndarray, sample_paths: list[str | Path], model: str = "") -> None:
+    """A sample set whose images are all identical (e.g. all black: a non-finite guidance weight) would still get
+    a plausible-looking FD; refuse it with one line naming the files and the model."""
+    flat = np.asarray(images).reshape(len(images), -1)
+    if len(flat) == 0:
+        return
+    constant = bool((flat[0] == flat[0, 0]).all())
+    if len(flat) == 1 and not constant:
+        return
+    for i in range(0, len(flat), 4096):  # real samples differ within the first block: cheap
+        if not (flat[i : i + 4096] == flat[0]).all():
+            return
+    names = ", ".join(map(str, sample_paths[:3])) + (f" (+{len(sample_paths) - 3} more)" if len(sample_paths) > 3
+                                                       else "")
+    what = f"constant (every pixel {flat[0, 0]})" if constant else "identical"
+    raise ValueError(f"{names}: all {len(flat)} sample images of model {model or '?'} are {what}; the sampler or its "
+                     "guidance produced garbage (non-finite weights?): fix and resample instead of scoring them")
+
+
 def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str], model: str = "",
           featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
           kid_subset_size: int = 1000, fd_jackknife: int = 50, features_out: str | Path | None = None,
@@ -119,6 +138,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
 
     t0 = time.perf_counter()
     images, labels, seeds, metas = load_samples(sample_paths)
+    refuse_constant(images, sample_paths, model)
     scores = {}
     for name in metrics:
         if name == "featnet":

@@ -125,8 +125,12 @@ def _cleanfid_stats_dir() -> Path:
 
 
 def _read_stats(path: Path, key_hint: str) -> tuple[np.ndarray, np.ndarray]:
+    from aot.artifacts import ArtifactError
+
     try:
         mu, sigma, _ = load_stats(path)
+    except ArtifactError as e:  # already one line naming the file; add which key points at it
+        raise ValueError(_one_line(f"{e}; {key_hint}")) from None
     except Exception as e:  # missing key, not a zip, truncated, pickled object arrays
         raise ValueError(
             _one_line(f"{path}: not an npz with mu and sigma ({type(e).__name__}: {e}); {key_hint}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -80,20 +79,24 @@ def plot_loss(stats: list[dict], path) -> None:
 
 
 def write_figures(metric_files, stats_files, trajectory_files, out_dir) -> list[Path]:
-    from aot.tables import score_table
+    from aot.artifacts import read_json, reading
+    from aot.tables import METRICS_KEYS, score_table
     from aot.trajectory import load_metrics_json, plot_metrics
 
     out_dir = Path(out_dir)
-    scores = score_table([json.loads(Path(p).read_text()) for p in metric_files])
+    scores = score_table([read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)
+                          for p in metric_files])
     scores = scores[scores.metric_key == scores.metric_key.iloc[0]]
     written = [out_dir / "score_vs_nfe.png", out_dir / "score_vs_rho.png", out_dir / "loss.png"]
     plot_score_vs_nfe(scores, written[0])
     plot_score_vs_rho(scores, written[1])
-    plot_loss([json.loads(Path(p).read_text()) for p in stats_files], written[2])
+    plot_loss([read_json(p, kind="training summary", rule="train") for p in stats_files], written[2])
     by_setting = defaultdict(dict)
     for p in trajectory_files:
-        m, meta = load_metrics_json(p)
-        by_setting[f"rho{meta['rho']:g}-steps{meta['steps']}"][meta["model"]] = m
+        with reading(p, "trajectory metrics", "trajectory"):
+            m, meta = load_metrics_json(p)
+            setting = f"rho{meta['rho']:g}-steps{meta['steps']}"
+            by_setting[setting][meta["model"]] = m
     for setting, runs in sorted(by_setting.items()):
         path = out_dir / f"trajectory-{setting}.png"
         plot_metrics(path, runs)

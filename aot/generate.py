@@ -40,7 +40,7 @@ def generate(
     """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
     weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
     ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
-    from aot.train import load_denoiser
+    from aot.train import DivergenceError, load_denoiser
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
     denoise, denoise_2nd, guidance = net, net, None
@@ -79,7 +79,19 @@ def generate(
                                     **window)
         else:
             x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd)
-        images.append(to_uint8(x.to(torch.float32)))
+        x = x.to(torch.float32)
+        bad = ~x.flatten(1).isfinite().all(1)  # before the uint8 conversion, which would hide NaN
+        if bad.any():
+            if progress:
+                it.close()
+            first = [chunk[i] for i in bad.nonzero().flatten()[:5].tolist()]
+            how = f"rho={rho:g}, steps={steps}" + (
+                f", guided by {disc_path} (weight {dg_weight:g}, 2nd order {dg_weight_2nd:g})" if guidance else "")
+            raise DivergenceError(
+                f"{ckpt_path}: sampling at {how} gave non-finite images for {int(bad.sum())} of {len(chunk)} seeds "
+                f"in {chunk[0]}-{chunk[-1]} (first: {', '.join(map(str, first))}); check that the model (and "
+                "discriminator) trained without diverging and that the guidance weight is finite; no samples written")
+        images.append(to_uint8(x))
         labels.append(y.cpu().numpy() if y is not None else np.full(len(chunk), -1, np.int64))
     meta = dict(rho=rho, steps=steps, nfe=nfe(steps), sigma_min=sigma_min, sigma_max=sigma_max,
                 seed_first=seeds[0], seed_last=seeds[-1], num_images=len(seeds), checkpoint=str(ckpt_path),

@@ -17,15 +17,32 @@ def save_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
 
 
+SAMPLE_RULES = ("sample", "sample_guided")
+
+
 def load_samples(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """Concatenate sample shards -> (images, labels, seeds, metas); refuses overlapping seeds."""
+    """Concatenate sample shards -> (images, labels, seeds, metas); refuses overlapping seeds.
+
+    A corrupt shard raises one line naming it and the rule that remakes it (``aot.artifacts.ArtifactError``).
+    """
+    from aot.artifacts import artifact_error, read_npz, reading
+
     imgs, labels, seeds, metas = [], [], [], []
     for p in paths:
-        with np.load(p, allow_pickle=False) as z:
-            imgs.append(z["images"])
-            labels.append(z["labels"])
-            seeds.append(z["seeds"])
-            metas.append(json.loads(str(z["meta"])))
+        kind = "sample shard"
+        z = read_npz(p, ["images", "labels", "seeds", "meta"], kind=kind, rule=SAMPLE_RULES)
+        with reading(p, kind, SAMPLE_RULES):
+            meta = json.loads(str(z["meta"]))
+            n = len(z["images"])
+            if z["images"].ndim != 4 or len(z["labels"]) != n or z["seeds"].shape != (n,):
+                raise ValueError(f"expected images (N, C, H, W) with N labels and N seeds, got {z['images'].shape}, "
+                                 f"{z['labels'].shape}, {z['seeds'].shape}")
+        if not isinstance(meta, dict):
+            raise artifact_error(p, kind, "meta is not a JSON object", SAMPLE_RULES)
+        imgs.append(z["images"])
+        labels.append(z["labels"])
+        seeds.append(z["seeds"])
+        metas.append(meta)
     seeds_all = np.concatenate(seeds)
     if len(np.unique(seeds_all)) != len(seeds_all):
         raise ValueError("sample shards overlap in seeds; each shard must cover a disjoint seed range")

@@ -293,9 +293,19 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, **met
     atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
 
 
-def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a file written by :func:`save_stats` (or an EDM reference ``.npz``) -> (mu, sigma, meta)."""
-    with np.load(path, allow_pickle=False) as z:
+def load_stats(path: str | os.PathLike, *, rule: str | None = "fid_ref",
+               kind: str = "statistics file") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a file written by :func:`save_stats` (or an EDM reference ``.npz``) -> (mu, sigma, meta).
+
+    A corrupt file raises one line naming it and ``rule``, the workflow rule that remakes it (default ``fid_ref``;
+    None: generic advice), as ``aot.artifacts.ArtifactError`` (a ValueError).
+    """
+    from aot.artifacts import read_npz, reading
+
+    z = read_npz(path, ["mu", "sigma"], optional=["meta"], kind=kind, rule=rule)
+    with reading(path, kind, rule):
         mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+        meta = json.loads(str(z["meta"])) if "meta" in z else {}
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
     return mu, sigma, meta

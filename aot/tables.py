@@ -7,7 +7,6 @@ experiment config when the tables stage is given it (``--config``), else as far 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -449,16 +448,22 @@ COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception
                  "(the `note` column says why; prior work's rows are the paper's only).")
 
 
+METRICS_KEYS = ("model", "pairing", "rho", "steps", "nfe", "scores")  # what score_table reads of a metrics JSON
+
+
 def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_stats_files=(),
                  feature_files=(), config: dict | None = None) -> None:
     """All tables from the stages' JSON files. ``config``: the resolved experiment config (as the workflow
     validated it); with it, every missing cell says which key left it out, without it what the files show."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = [json.loads(Path(p).read_text()) for p in metric_files]
+    from aot.artifacts import read_json, read_npz
+
+    metrics = [read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)
+               for p in metric_files]
     scores = score_table(metrics)
-    pairs = pairing_table([json.loads(Path(p).read_text()) for p in stats_files])
-    trajs = trajectory_table([json.loads(Path(p).read_text()) for p in trajectory_files])
+    pairs = pairing_table([read_json(p, kind="training summary", rule="train") for p in stats_files])
+    trajs = trajectory_table([read_json(p, kind="trajectory metrics", rule="trajectory") for p in trajectory_files])
     first = scores.metric_key.iloc[0]  # the first configured metric (without the config: the first by name)
     configured = [k for k in (config or {}).get("evaluate", {}).get("metrics", []) if k in set(scores.metric_key)]
     primary = scores[scores.metric_key == (configured[0] if configured else first)]
@@ -471,7 +476,8 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     _write(out_dir, "table3", table3(primary, config), "Table 3: with Discriminator Guidance", note)
     _write(out_dir, "table4", table4(unguided, config), "Table 4: rho sweep (unconditional)", note)
     _write(out_dir, "table5", table5(unguided, config), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
-    _write(out_dir, "discriminators", discriminator_table([json.loads(Path(p).read_text())
+    _write(out_dir, "discriminators", discriminator_table([read_json(p, kind="discriminator summary",
+                                                                     rule="train_discriminator")
                                                            for p in disc_stats_files]),
            "Discriminator Guidance: discriminator training",
            "Binary cross-entropy and accuracy of real vs generated images at the last epoch (training data, "
@@ -481,8 +487,9 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     features = {}
     for p in feature_files:  # results/<exp>/metrics/<model>/<setting>.features.npz
         p = Path(p)
-        with np.load(p, allow_pickle=False) as z:
-            features[f"{p.parent.name}/{p.name.removesuffix('.features.npz')}"] = {k: z[k] for k in z.files}
+        features[f"{p.parent.name}/{p.name.removesuffix('.features.npz')}"] = read_npz(
+            p, ["features", "seeds", "mu_ref", "sigma_ref"], optional=["feature_net"], kind="features file",
+            rule="evaluate")
     _write(out_dir, "comparisons", comparisons_table(metrics, features), "Paired comparisons at the same seeds",
            "FD of each model minus its baseline's (EDM's arm at the same setting; a guided model's unguided model; "
            "a discriminator trained with AOT noise vs without), both sampled at the same seeds, with the paired "

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from aot import pairing
+from aot.artifacts import read_state
 from aot.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
@@ -75,6 +76,10 @@ class TrainSpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+class DivergenceError(ValueError):
+    """A run produced non-finite numbers (loss, weights or images); ``python -m aot`` reports it as one line."""
+
+
 class Pool(NamedTuple):
     """One pool of N training pairs, drawn together (paper-spec §1.2)."""
 
@@ -87,6 +92,19 @@ class Pool(NamedTuple):
 
 # ----------------------------------------------------------------------------
 # Small pure pieces.
+
+
+def finite_flags(losses: list[torch.Tensor], *modules: nn.Module) -> torch.Tensor:
+    """Bool tensor on the device: [all ``losses`` finite, then per module all its parameters and floating buffers
+    finite]. Fused, with no device sync and no random draw: the caller reads it once (``.tolist()``)."""
+    device = next(modules[0].parameters()).device if modules else torch.device("cpu")
+
+    def all_finite(ts: list[torch.Tensor]) -> torch.Tensor:
+        flags = [t.isfinite().all() for t in ts]
+        return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool, device=device)
+
+    weights = [[*m.parameters(), *(b for b in m.buffers() if b.is_floating_point())] for m in modules]
+    return torch.stack([all_finite(losses), *map(all_finite, weights)])
 
 
 def learning_rate(spec: TrainSpec, cur_nimg: int) -> float:
@@ -250,9 +268,31 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                             generator=noise_gen, device=device)
         return Pool(before, y, labels, aug, pairer.submit(y, noise, labels if per_class else None))
 
+    last_good = {"nimg": cur_nimg if state_path.exists() else None}
+
+    def check_finite(losses: list[torch.Tensor]) -> None:
+        """At each tick, before each state dump and at the end: loss, weights and EMA weights must be finite,
+        else stop (DivergenceError, one line) before anything non-finite is logged, dumped or written."""
+        bad = (~finite_flags(losses, net, ema)).to(torch.int32)
+        if world > 1:  # a loss can be non-finite in one process only: all stop together
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        what = [w for w, b in zip(("loss", "weights", "EMA weights"), bad.tolist(), strict=True) if b]
+        if not what:
+            return
+        what = ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
+        if bar is not None:
+            bar.close()
+        kept = (f"the last good state ({last_good['nimg'] / 1000:g} kimg) is kept in {state_path}"
+                if last_good["nimg"] is not None else f"no resumable state was saved in {run_dir}")
+        raise DivergenceError(f"training of {model_name or spec.pairing + ' model'} diverged at "
+                              f"{cur_nimg / 1000:g} kimg: non-finite {what}; lower train.lr (now "
+                              f"{spec.lr:g}) or check the data and P_mean/P_std; {kept}; no network was written")
+
     def dump_state(before: dict) -> None:
         """Every process saves its own random streams; process 0 also the weights, written last, so a
-        training-state.pt at N images implies every streams file is at N images too."""
+        training-state.pt at N images implies every streams file is at N images too. Checked finite first:
+        a diverged run never overwrites the last good state."""
+        check_finite(tick_losses)
         state = {"cur_nimg": cur_nimg, "sampler": before["sampler"], "noise_gen": before["noise_gen"],
                  "sigma_gen": sigma_gen.get_state(), "torch_rng": torch.get_rng_state()}
         if device.type == "cuda":
@@ -265,6 +305,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
             state.update(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                          history=json.dumps(history), spec=json.dumps(asdict(spec)))
             atomic_write_bytes(state_path, lambda f: torch.save(state, f))
+        last_good["nimg"] = cur_nimg
 
     bar = None
     if progress and rank == 0:
@@ -320,6 +361,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                 if bar is not None:
                     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
                 if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
+                    check_finite(tick_losses)
                     now = time.perf_counter()
                     rate = (cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
                     pools = history[tick_start_pool:] or history[-1:]  # the pools of this tick
@@ -340,6 +382,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
     log_path = run_dir / "log.jsonl"
     summary["ticks"] = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    check_finite([])  # the last tick checked the loss; weights again before anything is written
     if pool_done:  # a later, longer run resumes exactly from here
         dump_state(pending.before if pending is not None else
                    {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()})
@@ -360,12 +403,12 @@ def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.devic
     Process 0's streams are in ``state_path`` with the weights, the others' in their own ``streams_path``; all must
     be at the same image count, else the run dir is inconsistent (ValueError naming it).
     """
-    s = torch.load(state_path, map_location="cpu", weights_only=True)
+    s = read_state(state_path)
     net.load_state_dict(s["net"])
     ema.load_state_dict(s["ema"])
     opt.load_state_dict(s["opt"])
     cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
-    r = s if rank == 0 else torch.load(streams_path, map_location="cpu", weights_only=True)
+    r = s if rank == 0 else read_state(streams_path, kind="random-stream state")
     if int(r["cur_nimg"]) != cur_nimg:
         raise ValueError(f"{streams_path} is at {r['cur_nimg']} images but {state_path} at {cur_nimg}; "
                          f"the run dir {state_path.parent} is inconsistent: delete it to restart")
