@@ -104,6 +104,14 @@ def nonfinite_errors(node: Any, path: tuple = ()) -> list[str]:
     return []
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def schema_errors(config: dict, schema: dict) -> list[str]:
     validator = _validator_class()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
@@ -111,6 +119,10 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     for e in errors:
         if e.validator == "additionalProperties":
             out.append(f"{_where(e.absolute_path)}: {e.message} (remove or fix the key; see config/README.md)")
+        elif e.validator == "type" and isinstance(e.instance, str) and _is_number(e.instance):
+            how = ("a dot in the mantissa, e.g. 1.0e-4 for 1e-4" if any(c in e.instance.lower() for c in "e.")
+                   else f"no quotes: {e.instance.strip()}")
+            out.append(f"{_where(e.absolute_path)}: {e.message}: YAML read it as text; write the number with {how}")
         else:
             out.append(f"{_where(e.absolute_path)}: {e.message} (see config/README.md)")
     return out

@@ -4,7 +4,6 @@ ever runs), the per-class training subset, and `prepare` / the prepare_dataset r
 import io
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from cifar_archive import FOLDER, cifar10_members, write_cifar10_archive, write_tar_gz
+from wfcopy import copy_workflow
 
 from aot.data import CIFAR10_FIX, Dataset, cifar10_dataset, class_subset, load_dataset, synthetic_dataset
 
@@ -313,10 +313,7 @@ def test_prepare_bad_archive_cli_is_one_line(tmp_path):
 @pytest.fixture
 def workflow_copy(tmp_path):
     d = tmp_path / "wf"
-    d.mkdir()
-    shutil.copy(ROOT / "Snakefile", d)
-    shutil.copytree(ROOT / "workflow", d / "workflow")
-    shutil.copytree(ROOT / "config", d / "config")
+    copy_workflow(d)
     return d
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 import torch
 from cifar_archive import write_cifar10_archive
 from fakes import write_fake_inception, write_random_adm_classifier
+from wfcopy import copy_workflow
 
 from aot.checkpoint import load_checkpoint
 from aot.networks import count_parameters
@@ -72,9 +72,7 @@ def rehearsal(request, assets, tmp_path_factory):
     """Copy the workflow and run the shipped paper config through the real Snakefile."""
     cond = request.param
     d = tmp_path_factory.mktemp(f"rehearsal-{cond}")
-    shutil.copy(ROOT / "Snakefile", d)
-    shutil.copytree(ROOT / "workflow", d / "workflow")
-    shutil.copytree(ROOT / "config", d / "config")
+    copy_workflow(d)
     args = [sys.executable, "-m", "snakemake", "--cores", "2", "-p", "--configfile", f"config/cifar10-{cond}.yaml",
             "--config", *size_overrides(cond, assets)]
     r = subprocess.run(args, cwd=d, env=ENV, capture_output=True, text=True, timeout=1800)

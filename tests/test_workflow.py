@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from wfcopy import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SMK = [sys.executable, "-m", "snakemake"]
@@ -77,7 +77,7 @@ def test_paper_dry_run_trains_ncsnpp_without_dg_classifier(cond):
     assert r.returncode == 0, r.stderr[-2000:]
     specs = train_specs(r.stdout)
     assert set(specs) == {f"edm-{cond}", f"aot-{cond}"}
-    for model, s in specs.items():
+    for s in specs.values():
         net = s["network"]
         assert s["arch"] == "ncsnpp" and net["dropout"] == 0.13 and net["model_channels"] == 128
         assert net["channel_mult"] == [2, 2, 2] and net["num_blocks"] == 4 and net["attn_resolutions"] == [16]
@@ -97,9 +97,7 @@ def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
     without --config overrides."""
     from aot.config import check_config, load_yaml, parse_cli_config, resolve_config
 
-    shutil.copy(ROOT / "Snakefile", tmp_path)
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-    shutil.copytree(ROOT / "config", tmp_path / "config")
+    copy_workflow(tmp_path)
     cases = [(None, []), (None, ["experiment=other", "guidance={enabled: false}"])]
     cases += [(p.name, []) for p in CONFIGS if p.name != "config.yaml"]
     cases += [("cifar10-cond.yaml", ["train={kimg: 8, batch: 64}", "dataset={subset: 100}"])]
@@ -175,9 +173,7 @@ def test_bad_config_fails_fast_with_one_line(tmp_path):
 def smoke(tmp_path_factory):
     """Copy the workflow into a temp dir and run the whole DAG on config/smoke.yaml."""
     d = tmp_path_factory.mktemp("wf")
-    shutil.copy(ROOT / "Snakefile", d)
-    shutil.copytree(ROOT / "workflow", d / "workflow")
-    shutil.copytree(ROOT / "config", d / "config")
+    copy_workflow(d)
     r = run(["--cores", "2", "--configfile", "config/smoke.yaml"], cwd=d)
     assert r.returncode == 0, r.stderr[-4000:]
     return d
@@ -270,3 +266,36 @@ def test_smoke_noop_rerun_and_single_stage_rerun(smoke):
     r = run(["--cores", "2", "--configfile", "config/smoke.yaml", "-R", "tables"], cwd=smoke)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (smoke / "results/smoke/models/aot-cond/network.pt").stat().st_mtime_ns == before
+
+
+DEFAULT_TEXT = (ROOT / "config/config.yaml").read_text()
+PARITY = [  # (config file text or None = no --configfile, --config entries); each is valid or not in both
+    (None, ["guidance={enabled: false}"]),
+    (None, ["train={kimg: .nan}"]),
+    (None, ["sample={grid: [{rho: 7, steps: 18.0}]}"]),
+    (None, ["experiment=2024"]),  # Snakemake types a top-level value: an int, not a name
+    (None, ["dataset={subset: 15}"]),
+    (DEFAULT_TEXT.replace("experiment: digits ", "experiment: '2024' "), []),  # quoted in a file: a name
+    (DEFAULT_TEXT.replace("lr: 0.002", "lr: 1e-4"), []),  # YAML 1.1 reads 1e-4 as text, in a file
+    (DEFAULT_TEXT.replace("batch: 128 ", "batch: '64' "), []),
+    (DEFAULT_TEXT.replace("  kimg: 40 ", "  kimg: 40\n  kimg: 80 "), []),  # a duplicated key
+    (DEFAULT_TEXT.replace("source: digits ", "source: cifar10 "), []),  # test_fraction is unused there
+]
+
+
+def test_check_config_and_the_workflow_agree(tmp_path):
+    """One typing rule for every entry point: the same verdict and the same line from both."""
+    for i, (text, extra) in enumerate(PARITY):
+        files = []
+        if text is not None:
+            (tmp_path / f"c{i}.yaml").write_text(text)
+            files = ["--configfile", str(tmp_path / f"c{i}.yaml")]
+        flags = files + (["--config", *extra] if extra else [])
+        cli = subprocess.run([sys.executable, "-m", "aot", "check-config", *flags], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True)
+        smk = run(["-n"] + flags)
+        ours = [line.removeprefix("error: ") for line in cli.stderr.splitlines() if "config error" in line]
+        theirs = [line for line in (smk.stdout + smk.stderr).splitlines() if line.startswith("config error")]
+        assert (cli.returncode == 0) == (smk.returncode == 0) == (not ours), (text, extra, cli.stderr, theirs)
+        assert ours == theirs, (i, ours, theirs)
+    assert i == len(PARITY) - 1
