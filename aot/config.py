@@ -179,6 +179,9 @@ def semantic_errors(cfg: dict) -> list[str]:
                 f"trajectory.columns: {tr['columns']} is more than the {g['steps']} steps of a trajectory setting"
             )
     out += _guidance_errors(cfg)
+    if cfg["experiment"] == "tables":
+        out.append("experiment: 'tables' is the folder of every experiment's tables (results/tables/); "
+                   "pick another name")
     sub = cfg["dataset"].get("subset")
     if sub is not None and sub % DATASET_CLASSES:
         out.append(f"dataset.subset: {sub} is not a multiple of the {DATASET_CLASSES} classes "

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from aot import pairing
-from aot.artifacts import read_state
+from aot.artifacts import read_jsonl, read_state, reading
 from aot.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
@@ -74,6 +74,9 @@ class TrainSpec:
         them, so a finished run can be extended (more kimg) and resumes where it stopped."""
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart that run from scratch"
 
 
 class DivergenceError(ValueError):
@@ -381,7 +384,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     seconds = time.perf_counter() - t_start
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
     log_path = run_dir / "log.jsonl"
-    summary["ticks"] = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    summary["ticks"] = read_jsonl(log_path, kind="training log", fix=LOG_FIX) if log_path.exists() else []
     check_finite([])  # the last tick checked the loss; weights again before anything is written
     if pool_done:  # a later, longer run resumes exactly from here
         dump_state(pending.before if pending is not None else
@@ -468,7 +471,8 @@ def _write_tick(path: Path, line: dict, bar) -> None:
 
 def _truncate_log(path: Path, kimg: float) -> None:
     if path.exists():
-        keep = [x for x in path.read_text().splitlines() if json.loads(x)["kimg"] <= kimg + 1e-9]
+        with reading(path, "training log", fix=LOG_FIX):
+            keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["kimg"] <= kimg + 1e-9]
         path.write_text("".join(k + "\n" for k in keep))
 
 

@@ -21,11 +21,9 @@ Cost in denoiser evaluations: ``metrics_nfe`` (3872 for 18 steps with the defaul
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -262,10 +260,12 @@ def save_metrics_json(path: str | os.PathLike, m: TrajectoryMetrics, **meta) -> 
 
 def load_metrics_json(path: str | os.PathLike) -> tuple[TrajectoryMetrics, dict]:
     """Inverse of ``save_metrics_json``: (metrics, meta)."""
-    obj = json.loads(Path(path).read_text())
-    f = obj["metrics"]
-    m = TrajectoryMetrics(**{k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v))
-                             for k, v in f.items()})
+    from aot.artifacts import read_json, reading
+
+    obj = read_json(path, kind="trajectory metrics", rule="trajectory", keys=("metrics", "meta"))
+    with reading(path, "trajectory metrics", "trajectory"):
+        m = TrajectoryMetrics(**{k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v))
+                                 for k, v in obj["metrics"].items()})
     return m, obj["meta"]
 
 

@@ -304,3 +304,17 @@ def test_corrupt_training_state_says_to_restart(tmp_path):
     msg = assert_raises_one_line(lambda: _resume(p, p, 0, "cpu", net=None, ema=None, opt=None, sampler=None,
                                                  noise_gen=None, sigma_gen=None), p, fix=("delete",))
     assert "delete it to restart that run from scratch" in msg
+
+
+def test_corrupt_training_log_and_trajectory_metrics(tmp_path):
+    from aot.train import _truncate_log
+    from aot.trajectory import load_metrics_json
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"kimg": 0.5, "loss": 1.0}\n{"kimg": 1.0, "lo')  # cut mid-line by a kill
+    msg = assert_raises_one_line(lambda: _truncate_log(log, 1.0), log, fix=("delete",))
+    assert "training-state.pt and log.jsonl" in msg
+    traj = tmp_path / "rho7-steps18.json"
+    traj.write_text('{"metrics": {"straightness": 0.1}}')  # no meta: a file from something else
+    msg = assert_raises_one_line(lambda: load_metrics_json(traj), traj)
+    assert "snakemake -R trajectory" in msg

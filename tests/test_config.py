@@ -1,5 +1,6 @@
 """Config checking: every shipped config is valid; a wrong key or value is one line naming it."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,15 @@ def test_subset_is_reported():
     cfg = resolve_config([ROOT / "config/cifar10-cond.yaml"], parse_cli_config(["dataset={subset: 500}"]))
     d = describe_config(cfg)
     assert d["dataset"]["subset"] == 500 and all(g["real_images"] == 500 for g in d["guided"].values())
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda c: c.update(experiment="tables"), "experiment: 'tables' is the folder of every experiment's tables"),
+    (lambda c: c["train"].update(lr=1e39), "train.lr: 1e+39 is greater than the maximum of 1000"),
+    (lambda c: c["guidance"]["train"].update(lr=1e39), "guidance.train.lr: 1e+39 is greater than the maximum"),
+])
+def test_names_and_magnitudes_that_cannot_run(mutate, where):
+    cfg = load()
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        check_config(cfg)
