@@ -151,6 +151,10 @@ def test_slurm_profile_dry_run():
     pytest.importorskip("snakemake_executor_plugin_slurm")
     r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
     assert r.returncode == 0, r.stderr[-2000:]
+    # Unset partition/account never reach sbatch as literal text; a 4-GPU training asks for one node.
+    assert "slurm_partition" not in r.stdout and "slurm_account" not in r.stdout and "$SLURM" not in r.stdout
+    train = [b for b in r.stdout.split("\n\n") if re.search(r"^rule train:", b, re.M)]
+    assert len(train) == 2 and all(re.search(r"resources: .*gpu=4, nodes=1", b) for b in train), train[:1]
 
 
 def test_lint_is_clean():

@@ -13,6 +13,7 @@ rule train:
     threads: 1
     resources:
         gpu=config["train"]["gpus"],
+        nodes=1,  # SLURM: all GPUs of a job on one node (torchrun --standalone sees local GPUs only)
     params:
         spec=train_spec,
         run_dir=lambda wc: f"{R}/runs/{wc.model}",
