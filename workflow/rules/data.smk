@@ -26,6 +26,7 @@ rule prepare_dataset:
         info=f"{R}/data/dataset.json",
     log:
         f"{R}/logs/prepare_dataset.log",
+    localrule: True  # may download CIFAR-10: on the submitting machine, never on a compute node without internet
     conda:
         "../envs/aot.yaml"
     params:
