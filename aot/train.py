@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -81,6 +83,14 @@ LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart th
 
 class DivergenceError(ValueError):
     """A run produced non-finite numbers (loss, weights or images); ``python -m aot`` reports it as one line."""
+
+
+class PreemptedError(ValueError):
+    """SIGTERM/SIGUSR1 (e.g. SLURM near its time limit) stopped a run after saving its resumable state;
+    ``python -m aot`` reports it as one line and exits non-zero, so Snakemake's retry resumes the run."""
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1") if hasattr(signal, n))
 
 
 class Pool(NamedTuple):
@@ -211,7 +221,29 @@ def load_denoiser(path: str | Path, device="cpu") -> tuple[EDMPrecond, dict]:
 
 def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
           progress: bool = True, model_name: str = "") -> dict:
-    """Train (or resume) one model; write the EMA network to ``out`` and a summary JSON to ``stats_out``."""
+    """Train (or resume) one model; write the EMA network to ``out`` and a summary JSON to ``stats_out``.
+
+    SIGTERM or SIGUSR1 (SLURM's warning before the time limit) only sets a flag; the loop reads it at the end of
+    each pool (the points a resume restores exactly), saves the state there and raises PreemptedError. The
+    previous handlers are restored on return (handlers are only installed from the main thread)."""
+    stop: dict = {"signal": None}
+
+    def on_signal(signum, frame) -> None:  # no I/O here: the loop acts on the flag
+        stop["signal"] = signum
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        return _train(spec, ds, run_dir=run_dir, out=out, stats_out=stats_out, progress=progress,
+                      model_name=model_name, stop=stop)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
+           progress: bool, model_name: str, stop: dict) -> dict:
     rank, world, device = init_distributed(spec.device)
     if device.type == "cuda":  # EDM: fp32 without TF32, cuDNN autotuning on
         torch.backends.cudnn.benchmark = True
@@ -322,6 +354,16 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
     next_state_nimg = (cur_nimg // int(spec.state_kimg * 1000) + 1) * int(spec.state_kimg * 1000)
     wait_total, step_time_total = 0.0, 0.0
 
+    def stop_requested() -> bool:
+        """Whether a stop signal arrived, in any process (all processes stop at the same pool boundary)."""
+        flag = stop["signal"] is not None
+        if world > 1:
+            t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    preempted = False
     with pairing.BackgroundPairer(**pair_kwargs) as pairer:
         pending = draw_pool() if cur_nimg < total_nimg else None
         while cur_nimg < total_nimg:
@@ -376,10 +418,23 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
                     tick_start_pool = len(history)
             else:
                 pool_done = True
+                # A pool boundary: the state saved here resumes bit-identically (as the periodic dump at the
+                # top of the loop). The last pool (pending None) just finishes the run.
+                if pending is not None and stop_requested():
+                    dump_state(pending.before)
+                    preempted = True
+                    break
         if pending is not None:
             pending.pairing.result()
     if bar is not None:
         bar.close()
+    if preempted:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+        sig = stop["signal"]
+        name = signal.Signals(sig).name if sig is not None else "a stop signal in another process"
+        raise PreemptedError(f"training of {model_name or spec.pairing + ' model'} stopped by {name} at "
+                             f"{cur_nimg / 1000:g} kimg; state saved in {run_dir}; rerun the job to resume")
 
     seconds = time.perf_counter() - t_start
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
