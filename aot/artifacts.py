@@ -125,7 +125,7 @@ def read_npz(path: str | os.PathLike, keys: Iterable[str], *, kind: str = "npz f
     return out
 
 
-def read_json_text(path: str | os.PathLike, *, kind: str = "JSON file", rule: str | Iterable[str] | None = None,
+def read_json(path: str | os.PathLike, *, kind: str = "JSON file", rule: str | Iterable[str] | None = None,
                    expect: type = dict, keys: Iterable[str] = (), fix: str | None = None) -> Any:
     """A JSON file's value; it must be an ``expect`` (dict by default) holding ``keys``."""
     path = Path(path)
@@ -141,8 +141,6 @@ def read_json_text(path: str | os.PathLike, *, kind: str = "JSON file", rule: st
         raise artifact_error(path, kind, f"missing key {', '.join(map(repr, missing))}", rule, fix)
     return obj
 
-
-read_json = read_json_text
 
 
 def _json_type(t: type) -> str:
