@@ -81,6 +81,9 @@ class TrainSpec:
 LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart that run from scratch"
 
 
+DIVERGED_MARKER = "DIVERGED"  # in the run dir: this run diverged; a retry refuses to resume it
+
+
 class DivergenceError(ValueError):
     """A run produced non-finite numbers (loss, weights or images); ``python -m aot`` reports it as one line."""
 
@@ -259,6 +262,14 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
     run_dir = Path(run_dir) / spec.digest()
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "training-state.pt"
+    # A diverged run is not resumed by a retry (SLURM resubmissions, Snakemake --retries): it would restart from the
+    # same state with the same random streams and diverge again, hours of GPU time later.
+    diverged = run_dir / DIVERGED_MARKER
+    if diverged.exists():
+        earlier = " ".join(diverged.read_text(errors="replace").split())
+        raise DivergenceError(f"{diverged}: an earlier attempt of this run stopped ({earlier}); resuming would "
+                              f"diverge again from the same state; change the config (e.g. lower train.lr, a new run) "
+                              f"or delete {diverged} to resume anyway")
 
     # Model, EMA, optimizer. Parameter init is seeded; ranks start identical.
     torch.manual_seed(spec.seed)
@@ -319,9 +330,14 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
             bar.close()
         kept = (f"the last good state ({last_good['nimg'] / 1000:g} kimg) is kept in {state_path}"
                 if last_good["nimg"] is not None else f"no resumable state was saved in {run_dir}")
-        raise DivergenceError(f"training of {model_name or spec.pairing + ' model'} diverged at "
-                              f"{cur_nimg / 1000:g} kimg: non-finite {what}; lower train.lr (now "
-                              f"{spec.lr:g}) or check the data and P_mean/P_std; {kept}; no network was written")
+        msg = (f"training of {model_name or spec.pairing + ' model'} diverged at {cur_nimg / 1000:g} kimg: "
+               f"non-finite {what}; lower train.lr (now {spec.lr:g}) or check the data and P_mean/P_std; {kept}; "
+               f"no network was written")
+        if rank == 0:  # the marker a retry stops at (written atomically)
+            tmp = diverged.with_name(diverged.name + ".tmp")
+            tmp.write_text(msg + "\n")
+            tmp.replace(diverged)
+        raise DivergenceError(msg)
 
     def dump_state(before: dict) -> None:
         """Every process saves its own random streams; process 0 also the weights, written last, so a

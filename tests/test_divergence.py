@@ -73,6 +73,19 @@ def test_diverging_training_stops_at_the_tick_with_one_line(tmp_path, digits, se
     assert not list((tmp_path / "run").glob("*/training-state.pt"))
     assert not list((tmp_path / "run").glob("*/log.jsonl")), "no NaN tick was logged"
 
+    # A retry (SLURM resubmission, --retries) stops at once instead of diverging again; deleting the marker resumes.
+    (marker,) = (tmp_path / "run").glob("*/DIVERGED")
+    assert marker.read_text() == str(e.value) + "\n"
+    with pytest.raises(DivergenceError) as again:
+        train(spec, digits, run_dir=tmp_path / "run", out=tmp_path / "net.pt", stats_out=tmp_path / "s.json",
+              progress=False, model_name="tiny-edm")
+    one_line(again.value, f"{marker}: an earlier attempt of this run stopped (training of tiny-edm diverged at",
+             "resuming would diverge again", f"delete {marker} to resume anyway")
+    marker.unlink()
+    with pytest.raises(DivergenceError, match="diverged at 0.128 kimg"):
+        train(spec, digits, run_dir=tmp_path / "run", out=tmp_path / "net.pt", stats_out=tmp_path / "s.json",
+              progress=False, model_name="tiny-edm")
+
 
 def test_a_divergence_mid_run_keeps_the_last_good_state(tmp_path, digits, monkeypatch):
     """A healthy run leaves its state at 0.128 kimg; extended with an lr spike from there on, the weights overflow
