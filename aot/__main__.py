@@ -190,6 +190,12 @@ def cmd_fetch_dg_classifier(a) -> None:
     print(json.dumps(fetch_dg_classifier(a.out, quiet=not a.progress)), file=sys.stderr)
 
 
+def cmd_fetch_inception(a) -> None:
+    from aot.fid import fetch_inception
+
+    print(json.dumps(fetch_inception(a.out)), file=sys.stderr)
+
+
 def cmd_replicates(a) -> None:
     from aot.tables import write_replicates
 
@@ -359,6 +365,11 @@ def parser() -> argparse.ArgumentParser:
               "it and <out>.sha256; a valid file already at --out is kept.")
     s.add_argument("--out", required=True, type=Path, help="destination (the config's guidance.extractor_weights)")
     s.add_argument("--progress", action="store_true", help="show gdown's progress on stderr")
+
+    s = stage("fetch-inception", cmd_fetch_inception, "Download clean-fid's TF-Inception weights "
+              "(inception-2015-12-05.pt) to --out unless present, check it is a TorchScript archive (without loading "
+              "it) and write <out>.sha256.")
+    s.add_argument("--out", required=True, type=Path, help="destination, e.g. resources/inception-2015-12-05.pt")
 
     s = stage("replicates", cmd_replicates, "Scores and paired comparisons of one experiment trained several times "
               "(other train.seed), with the spread across training runs.")

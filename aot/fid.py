@@ -111,6 +111,40 @@ def inception_weights(path: str | os.PathLike | None = None, *, download: bool =
     return dest
 
 
+def fetch_inception(out: str | os.PathLike) -> dict:
+    """Download ``inception-2015-12-05.pt`` from clean-fid's URL to ``out`` (the workflow's ``resources/``, on the
+    submitting machine) unless a file is already there; write ``<out>.sha256``; return ``{path, sha256, url, bytes,
+    downloaded}``. The file is checked to be a TorchScript archive without loading it (loading runs its code)."""
+    import zipfile
+
+    from cleanfid import downloads_helper
+
+    from aot.data import sha256_file
+
+    out, url = Path(out), _inception_url()
+    downloaded = not (out.is_file() and out.stat().st_size > 0)
+    if downloaded:
+        why = _cached_or_download(out, downloads_helper.check_download_inception, True)
+        if why is not None:
+            raise MissingAssetError(f"{INCEPTION_FILE} could not be fetched to {out} {why}; download {url} there "
+                                    f"by hand, or set evaluate.inception_weights to a local copy")
+    try:
+        with zipfile.ZipFile(out) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(_one_line(f"{out}: not a TorchScript archive ({type(e).__name__}: {e}); delete it and "
+                                   f"rerun (snakemake -R fetch_inception) to download {url} again")) from None
+    if not any(n.endswith("/data.pkl") for n in names) or not any("/code/" in n for n in names):
+        raise ValueError(_one_line(f"{out}: a zip file but not a TorchScript module (no data.pkl/code/); delete it "
+                                   f"and rerun (snakemake -R fetch_inception) to download {url} again"))
+    digest = sha256_file(out)
+    sidecar = out.with_name(out.name + ".sha256")
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(f"{digest}  {out.name}\n")
+    tmp.replace(sidecar)
+    return dict(path=str(out), sha256=digest, url=url, bytes=out.stat().st_size, downloaded=downloaded)
+
+
 def cleanfid_stats_url(name: str, res: int, split: str, mode: str = "legacy_tensorflow") -> str:
     """The URL that clean-fid's ``get_reference_statistics(name, res, mode, split=split)`` downloads."""
     return f"{CLEANFID_STATS_BASE_URL}/{f'{name}_{mode}_{split}_{res}.npz'.lower()}"

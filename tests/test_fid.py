@@ -7,6 +7,7 @@ import io
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,3 +347,46 @@ def test_fid_blocks_rejects_bad_counts():
         fid_blocks(images[:20], np.arange(10), flat_features, mu, sigma, block=10)
     out = fid_blocks(images[:20], np.arange(20), flat_features, mu, sigma, block=10)
     assert len(out["fid_blocks"]) == 2 == int(np.ceil(20 / 10))
+
+
+def test_fetch_inception_downloads_checks_archive_and_writes_sha256(offline, tmp_path, monkeypatch, fake_weights):
+    """Rule fetch_inception's stage: clean-fid's download into the given path (atomic), a TorchScript archive check
+    that loads nothing, and <out>.sha256; a file already there is kept; a non-TorchScript file is refused."""
+    import hashlib
+    import zipfile
+
+    from aot.__main__ import main
+
+    calls = []
+
+    def fake_download(folder):
+        calls.append(folder)
+        dest = Path(folder) / INCEPTION_FILE
+        dest.write_bytes(fake_weights.read_bytes())
+        return str(dest)
+
+    monkeypatch.setattr(downloads_helper, "check_download_inception", fake_download)
+    out = tmp_path / "resources" / INCEPTION_FILE
+    info = fid.fetch_inception(out)
+    digest = hashlib.sha256(fake_weights.read_bytes()).hexdigest()
+    assert info["downloaded"] and info["sha256"] == digest and info["url"] == downloads_helper.inception_url
+    assert out.read_bytes() == fake_weights.read_bytes() and len(calls) == 1
+    assert (tmp_path / "resources" / f"{INCEPTION_FILE}.sha256").read_text() == f"{digest}  {INCEPTION_FILE}\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [INCEPTION_FILE, f"{INCEPTION_FILE}.sha256"]
+    assert not fid.fetch_inception(out)["downloaded"] and len(calls) == 1  # present: kept
+
+    for name, content in (("notzip.pt", b"not a zip"), ("plain.zip", None)):
+        bad = tmp_path / name
+        if content is None:
+            with zipfile.ZipFile(bad, "w") as z:
+                z.writestr("x/data.txt", "hello")
+        else:
+            bad.write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            fid.fetch_inception(bad)
+        assert_one_line(e.value, str(bad), "snakemake -R fetch_inception")
+        assert not (tmp_path / f"{name}.sha256").exists()
+
+    monkeypatch.setattr(downloads_helper, "check_download_inception", lambda folder: (_ for _ in ()).throw(
+        OSError("offline")))
+    assert main(["fetch-inception", "--out", str(tmp_path / "new" / INCEPTION_FILE)]) == 2

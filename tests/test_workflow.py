@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -139,22 +140,37 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
     missing = paper_cells(cond) - evaluated
     assert not missing, sorted(missing)
     jobs = job_counts(r.stdout)
-    # Each (model, setting) is scored on 3 disjoint blocks of 50k seeds, sampled in 15 shards of 10k; the 3 DG
-    # runs add 50k generated images (5 shards) per (base model, setting) and 3 guided models of 15 shards each.
+    # Each (model, setting) is scored on 3 disjoint blocks of 50k seeds, sampled in one job per block; the 3 DG
+    # runs add 50k generated images (1 job) per (base model, setting) and 3 guided models of 3 jobs each.
     guided = jobs["train_discriminator"]
-    assert guided == 3 and jobs["sample_guided"] == 15 * guided
-    assert jobs["sample"] == 15 * (jobs["evaluate"] - guided) + 5 * 2 and jobs["fid_ref"] == 1
+    assert guided == 3 and jobs["sample_guided"] == 3 * guided
+    assert jobs["sample"] == 3 * (jobs["evaluate"] - guided) + 1 * 2 and jobs["fid_ref"] == 1
+    assert jobs["fetch_inception"] == 1  # the weights come to resources/ on the submitting machine
     assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
-def test_slurm_profile_dry_run():
+def test_slurm_profile_dry_run(tmp_path):
+    """The README's way: the profile copied to ~/.config/snakemake/slurm, then `--profile slurm` from the checkout."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    r = run(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/cifar10-uncond.yaml"])
+    shutil.copytree(ROOT / "profiles/slurm", tmp_path / "snakemake/slurm")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "--forceall", "--configfile",
+                        "config/cifar10-uncond.yaml"], cwd=ROOT, env={**ENV, "XDG_CONFIG_HOME": str(tmp_path)},
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    # Unset partition/account never reach sbatch as literal text; a 4-GPU training asks for one node.
+    assert "Using profile slurm" in r.stdout + r.stderr
+    # Unset partition/account never reach sbatch as literal text; a 4-GPU training asks for one node, 24 h, and
+    # SLURM's signal 10 min before the limit (it saves and resumes); every cluster job's log keeps its attempts.
     assert "slurm_partition" not in r.stdout and "slurm_account" not in r.stdout and "$SLURM" not in r.stdout
-    train = [b for b in r.stdout.split("\n\n") if re.search(r"^rule train:", b, re.M)]
-    assert len(train) == 2 and all(re.search(r"resources: .*gpu=4, nodes=1", b) for b in train), train[:1]
+    blocks = r.stdout.split("\n\n")
+    train = [b for b in blocks if re.search(r"^rule train:", b, re.M)]
+    want = r"resources: .*gpu=4, nodes=1, slurm_extra=--signal=TERM@600, runtime=1440, cpus_per_gpu=4, mem_mb=128000"
+    assert len(train) == 2 and all(re.search(want, b) for b in train), train[0]
+    sample = [b for b in blocks if re.search(r"^rule sample:", b, re.M)]
+    assert sample and all(re.search(r"resources: .*gpu=1, runtime=240, cpus_per_gpu=4, mem_mb=32000", b)
+                          for b in sample), sample[0]
+    cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("Shell command: ") and "aot train " in ln]
+    assert len(cmds) == 2 and all(re.match(r"Shell command: \S+/workflow/scripts/with-attempt-log "
+                                           r"results/cifar10-uncond/logs/train/\S+\.log torchrun ", c) for c in cmds)
 
 
 def test_lint_is_clean():

@@ -1,6 +1,8 @@
 # Config checking, the run matrix and the helper functions of the workflow (the science is in aot/).
 import json
+import shlex
 import sys
+from pathlib import Path
 
 sys.path.insert(
     0, workflow.basedir
@@ -95,6 +97,45 @@ def final_outputs():
 def train_spec(wildcards):
     """The JSON handed to `python -m aot train` for one model (its changes trigger a retrain)."""
     return spec_json(resolved_train_spec(config, wildcards.model))
+
+
+# What each cluster job asks SLURM for, beside its GPUs (snakemake-executor-plugin-slurm reads these resources;
+# local runs ignore them). runtime is minutes: a training longer than one allocation is resubmitted by the profile's
+# retries and resumes from its run dir, so 24 h fits the usual partition limits. Override per rule with
+# --set-resources train:runtime=2880 (or in your profile). cpus_per_gpu only applies to jobs with GPUs.
+SLURM = {
+    "train": dict(runtime=1440, mem_mb=128000, cpus_per_gpu=4),
+    "train_discriminator": dict(runtime=1440, mem_mb=64000, cpus_per_gpu=4),
+    "sample": dict(runtime=240, mem_mb=32000, cpus_per_gpu=4),
+    "sample_guided": dict(runtime=480, mem_mb=32000, cpus_per_gpu=4),
+    "trajectory": dict(runtime=120, mem_mb=32000, cpus_per_gpu=4),
+    "evaluate": dict(runtime=120, mem_mb=32000, cpus_per_gpu=4),
+    "fid_ref": dict(runtime=120, mem_mb=32000, cpus_per_gpu=4),
+    "featnet": dict(runtime=60, mem_mb=8000),
+}
+# SLURM signals the training's job steps 10 minutes before its time limit: `aot train` saves its state at the end of
+# the pool in progress and exits, and the retry resumes there (SIGTERM: torchrun forwards it to its workers).
+PREEMPT_SIGNAL = "--signal=TERM@600"
+
+# Every attempt's log is kept (workflow/scripts/with-attempt-log): the job's log is a hard link into
+# <log>.attempts/, so Snakemake's deleting the log before a retry or resubmission leaves the earlier attempts' files.
+WITH_ATTEMPT_LOG = shlex.quote(str(Path(workflow.basedir) / "workflow/scripts/with-attempt-log"))
+
+
+def logged(command):
+    """A rule's shell ``command`` run with its stdout and stderr in ``{log}``, every attempt's log kept."""
+    wrapper = WITH_ATTEMPT_LOG.replace("{", "{{").replace("}", "}}")
+    return f"{wrapper} {{log:q}} {command}"
+
+
+def inception_input():
+    """The Inception weights the evaluate (and fid_ref: dataset) jobs load: evaluate.inception_weights, or the copy
+    that rule fetch_inception downloads into resources/ on the submitting machine (compute nodes need no internet).
+    """
+    return config["evaluate"]["inception_weights"] or INCEPTION_RESOURCE
+
+
+INCEPTION_RESOURCE = "resources/inception-2015-12-05.pt"
 
 
 def launcher(wildcards, resources):
@@ -199,7 +240,7 @@ def evaluate_inputs(wildcards):
             featnet=f"{R}/featnet/featnet.pt", ref=f"{R}/featnet/ref_features.npz"
         )
     if "inception" in METRICS:
-        inputs.update(fid_ref=f"{R}/fid/ref_stats.npz")
+        inputs.update(fid_ref=f"{R}/fid/ref_stats.npz", inception=inception_input())
     return inputs
 
 
@@ -213,11 +254,12 @@ def evaluate_args(wildcards, input):
         args += ["--kid-subset-size", e["kid_subset_size"], "--fd-jackknife", e["fd_jackknife"]]
     if "inception" in METRICS:
         args += ["--fid-ref", input.fid_ref, "--fid-block", e["fid_block"]]
-        if e["inception_weights"]:
-            args += ["--inception-weights", e["inception_weights"]]
+        args += ["--inception-weights", input.inception]
     return [str(a) for a in args]
 
 
 def fid_ref_inputs(wildcards):
     src = config["evaluate"]["fid_ref"]
-    return {"data": f"{R}/data/dataset.npz"} if src == "dataset" else {}
+    if src == "dataset":  # Inception features of the training images, on a GPU
+        return {"data": f"{R}/data/dataset.npz", "inception": inception_input()}
+    return {}

@@ -10,20 +10,23 @@ rule featnet:
     conda:
         "../envs/aot.yaml"
     threads: 1
+    resources:
+        **SLURM["featnet"],
     params:
         epochs=config["evaluate"]["featnet"]["epochs"],
         batch_size=config["evaluate"]["featnet"]["batch_size"],
         lr=config["evaluate"]["featnet"]["lr"],
         seed=config["evaluate"]["featnet"]["seed"],
     shell:
-        "python -m aot featnet --data {input.data:q} --out {output.net:q} --ref {output.ref:q} "
-        "--info {output.info:q} --epochs {params.epochs:q} --batch-size {params.batch_size:q} "
-        "--lr {params.lr:q} --seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot featnet --data {input.data:q} --out {output.net:q} --ref {output.ref:q} "
+            "--info {output.info:q} --epochs {params.epochs:q} --batch-size {params.batch_size:q} "
+            "--lr {params.lr:q} --seed {params.seed:q} --threads {threads:q}")
 
 
 # Inception FID needs clean-fid's TF-Inception weights (inception-2015-12-05.pt) and, for fid_ref: cifar10, its
-# CIFAR-10 train statistics: both are downloaded on first use. Offline clusters set evaluate.inception_weights
-# and evaluate.fid_ref to local copies; a missing file stops the job with one line naming it and the key.
+# CIFAR-10 train statistics. Both are downloaded by local rules on the submitting machine (fetch_inception below;
+# fid_ref itself is local unless it computes statistics of the dataset), so compute nodes never need the internet.
+# Offline clusters set evaluate.inception_weights and evaluate.fid_ref to local copies.
 rule fid_ref:
     input:
         unpack(fid_ref_inputs),
@@ -31,26 +34,39 @@ rule fid_ref:
         f"{R}/fid/ref_stats.npz",
     log:
         f"{R}/logs/fid_ref.log",
+    # a named reference or an npz is only downloaded/read: on the submitting machine; `dataset` needs a GPU
+    localrule: config["evaluate"]["fid_ref"] != "dataset"
     conda:
         "../envs/aot.yaml"
     threads: 1
     resources:
-        gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
+        gpu=1 if config["evaluate"]["device"].startswith("cuda") and config["evaluate"]["fid_ref"] == "dataset" else 0,
+        **SLURM["fid_ref"],
     params:
         source=config["evaluate"]["fid_ref"],
         # optional flags as lists of single arguments ([] = none), so that {params.x:q} quotes each on its own
         data=lambda wc, input: ["--data", input.data] if "data" in input.keys() else [],
-        weights=(
-            ["--inception-weights", config["evaluate"]["inception_weights"]]
-            if config["evaluate"]["inception_weights"]
-            else []
-        ),
+        weights=lambda wc, input: ["--inception-weights", input.inception] if "inception" in input.keys() else [],
         device=config["evaluate"]["device"],
     message:
-        "Inception reference statistics ({params.source}); downloads clean-fid's weights/statistics on first use"
+        "Inception reference statistics ({params.source}); clean-fid's statistics are downloaded on first use"
     shell:
-        "python -m aot fid-ref --source {params.source:q} {params.data:q} {params.weights:q} "
-        "--device {params.device:q} --out {output:q} --threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot fid-ref --source {params.source:q} {params.data:q} {params.weights:q} "
+            "--device {params.device:q} --out {output:q} --threads {threads:q}")
+
+
+if "inception" in METRICS and not config["evaluate"]["inception_weights"]:
+
+    rule fetch_inception:
+        output:
+            INCEPTION_RESOURCE,
+        log:
+            "resources/logs/fetch_inception.log",
+        localrule: True
+        message:
+            "Downloading clean-fid's Inception weights (inception-2015-12-05.pt) to {output}"
+        shell:
+            "python -m aot fetch-inception --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -71,6 +87,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
+        **SLURM["evaluate"],
     params:
         args=evaluate_args,
         metrics=" + ".join(METRICS),
@@ -78,7 +95,7 @@ rule evaluate:
             ["--features-out", output.features] if "features" in output.keys() else []
         ),
     message:
-        "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics}); inception downloads its weights on first use"
+        "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics})"
     shell:
-        "python -m aot evaluate --samples {input.samples:q} --out {output.json:q} --model {wildcards.model:q} "
-        "{params.args:q} {params.features:q} --threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot evaluate --samples {input.samples:q} --out {output.json:q} --model {wildcards.model:q} "
+            "{params.args:q} {params.features:q} --threads {threads:q}")

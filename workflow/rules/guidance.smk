@@ -16,13 +16,14 @@ rule train_discriminator:
     threads: 1
     resources:
         gpu=1 if GUIDANCE["train"]["device"].startswith("cuda") else 0,
+        **SLURM["train_discriminator"],
     params:
         spec=disc_spec,
         state_dir=lambda wc: f"{R}/runs/discriminators/{wc.model}",
     shell:
-        "python -m aot train-disc --data {input.data:q} --fake {input.fakes:q} --spec {params.spec:q} "
-        "--state-dir {params.state_dir:q} --out {output.disc:q} --stats {output.stats:q} "
-        "--model {wildcards.model:q} --threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot train-disc --data {input.data:q} --fake {input.fakes:q} --spec {params.spec:q} "
+            "--state-dir {params.state_dir:q} --out {output.disc:q} --stats {output.stats:q} "
+            "--model {wildcards.model:q} --threads {threads:q}")
 
 
 rule sample_guided:
@@ -40,6 +41,7 @@ rule sample_guided:
     threads: 1
     resources:
         gpu=1 if config["sample"]["device"].startswith("cuda") else 0,
+        **SLURM["sample_guided"],
     params:
         rho=lambda wc: setting(wc)["rho"],
         steps=lambda wc: setting(wc)["steps"],
@@ -56,12 +58,12 @@ rule sample_guided:
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot sample --ckpt {input.net:q} --disc {input.disc:q} --dg-weight {params.weight:q} "
-        "--dg-weight-2nd {params.weight_2nd:q} --dg-time-min {params.time_min:q} "
-        "--dg-time-max {params.time_max:q} {params.boosting:q} --rho {params.rho:q} --steps {params.steps:q} "
-        "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
-        "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
-        "--threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot sample --ckpt {input.net:q} --disc {input.disc:q} --dg-weight {params.weight:q} "
+            "--dg-weight-2nd {params.weight_2nd:q} --dg-time-min {params.time_min:q} "
+            "--dg-time-max {params.time_max:q} {params.boosting:q} --rho {params.rho:q} --steps {params.steps:q} "
+            "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
+            "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
+            "--threads {threads:q}")
 
 
 # DG's frozen ADM 32x32 classifier (extractor adm32), fetched once from the authors' Google Drive folder on the

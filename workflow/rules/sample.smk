@@ -12,6 +12,7 @@ rule sample:
     threads: 1
     resources:
         gpu=1 if config["sample"]["device"].startswith("cuda") else 0,
+        **SLURM["sample"],
     params:
         rho=lambda wc: setting(wc)["rho"],
         steps=lambda wc: setting(wc)["steps"],
@@ -20,10 +21,10 @@ rule sample:
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot sample --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
-        "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
-        "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
-        "--threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot sample --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
+            "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
+            "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
+            "--threads {threads:q}")
 
 
 rule grid:
@@ -65,6 +66,7 @@ rule trajectory:
     threads: 1
     resources:
         gpu=1 if config["sample"]["device"].startswith("cuda") else 0,
+        **SLURM["trajectory"],
     params:
         rho=lambda wc: tsetting(wc)["rho"],
         steps=lambda wc: tsetting(wc)["steps"],
@@ -79,9 +81,9 @@ rule trajectory:
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
     shell:
-        "python -m aot trajectory --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
-        "--seeds {params.seeds:q} --grid-rows {params.grid_rows:q} --columns {params.columns:q} "
-        "--fine-steps {params.fine_steps:q} --ref-substeps {params.ref_substeps:q} "
-        "--ref-steps {params.ref_steps:q} --sigma-min {params.sigma_min:q} --sigma-max {params.sigma_max:q} "
-        "--device {params.device:q} --model {wildcards.model:q} --out {output.metrics:q} --grid {output.grid:q} "
-        "--threads {threads:q} > {log:q} 2>&1"
+        logged("python -m aot trajectory --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
+            "--seeds {params.seeds:q} --grid-rows {params.grid_rows:q} --columns {params.columns:q} "
+            "--fine-steps {params.fine_steps:q} --ref-substeps {params.ref_substeps:q} "
+            "--ref-steps {params.ref_steps:q} --sigma-min {params.sigma_min:q} --sigma-max {params.sigma_max:q} "
+            "--device {params.device:q} --model {wildcards.model:q} --out {output.metrics:q} --grid {output.grid:q} "
+            "--threads {threads:q}")

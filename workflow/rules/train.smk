@@ -14,14 +14,16 @@ rule train:
     resources:
         gpu=config["train"]["gpus"],
         nodes=1,  # SLURM: all GPUs of a job on one node (torchrun --standalone sees local GPUs only)
+        slurm_extra=PREEMPT_SIGNAL,
+        **SLURM["train"],
     params:
         spec=train_spec,
         run_dir=lambda wc: f"{R}/runs/{wc.model}",
         launch=launcher,
     shell:
-        "{params.launch:q} -m aot train --data {input.data:q} --spec {params.spec:q} "
-        "--run-dir {params.run_dir:q} --out {output.net:q} --stats {output.stats:q} "
-        "--model {wildcards.model:q} --threads {threads:q} > {log:q} 2>&1"
+        logged("{params.launch:q} -m aot train --data {input.data:q} --spec {params.spec:q} "
+            "--run-dir {params.run_dir:q} --out {output.net:q} --stats {output.stats:q} "
+            "--model {wildcards.model:q} --threads {threads:q}")
 
 
 rule import_checkpoint:
