@@ -104,7 +104,8 @@ def cmd_evaluate(a) -> None:
                 kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size, fd_jackknife=a.fd_jackknife,
                 features_out=a.features_out,
                 fid_ref=a.fid_ref,
-                inception_weights=a.inception_weights, fid_block=a.fid_block, device=a.device)
+                inception_weights=a.inception_weights, inception_sha256=a.inception_sha256, fid_block=a.fid_block,
+                device=a.device)
     print(json.dumps(res), file=sys.stderr)
 
 
@@ -113,7 +114,7 @@ def cmd_fid_ref(a) -> None:
 
     _threads(a.threads)
     print(json.dumps(fid_reference(a.source, a.out, dataset=a.data, weights=a.inception_weights,
-                                   device=a.device)), file=sys.stderr)
+                                   device=a.device, sha256=a.inception_sha256)), file=sys.stderr)
 
 
 def cmd_trajectory(a) -> None:
@@ -302,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
                    help="featnet: also write the samples' features, seeds and the reference stats (npz)")
     s.add_argument("--fid-ref", type=Path, help="inception: reference statistics npz (mu, sigma)")
     s.add_argument("--inception-weights", default=None, help="inception: local inception-2015-12-05.pt")
+    s.add_argument("--inception-sha256", default=None,
+                   help="inception: trusted sha256 of --inception-weights (else its .sha256 from fetch-inception)")
     s.add_argument("--fid-block", type=int, default=50000, help="inception: images per FID")
     s.add_argument("--device", default="cpu")
 
@@ -309,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--source", required=True, help="cifar10 | dataset | path to an npz with mu, sigma")
     s.add_argument("--data", type=Path, default=None, help="the prepared dataset (with --source dataset)")
     s.add_argument("--inception-weights", default=None)
+    s.add_argument("--inception-sha256", default=None, help="trusted sha256 of --inception-weights")
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", required=True, type=Path)
 

@@ -93,13 +93,13 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
 
 
 def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path, *, weights: str | None,
-                     block: int, device: str) -> dict:
+                     block: int, device: str, sha256: str | None = None) -> dict:
     """Inception FID (clean-fid legacy_tensorflow) per disjoint block of seeds; min and mean, as the paper."""
     from aot.fid import InceptionFeatures, fid_blocks, inception_weights
     from aot.metrics import load_stats
 
     mu, sigma, _ = load_stats(fid_ref)
-    features = InceptionFeatures(inception_weights(weights), device=device)
+    features = InceptionFeatures(inception_weights(weights), device=device, sha256=sha256)
     res = fid_blocks(images, seeds, features, mu, sigma, block=block)
     blocks = res["fid_blocks"]  # spread over disjoint seed blocks (none with a single block)
     size = f"{block // 1000}k" if block % 1000 == 0 else str(block)  # FID-50k; a rehearsal's FID-4
@@ -131,7 +131,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
           featnet: str | Path | None = None, ref: str | Path | None = None, kid_subsets: int = 100,
           kid_subset_size: int = 1000, fd_jackknife: int = 50, features_out: str | Path | None = None,
           fid_ref: str | Path | None = None,
-          inception_weights: str | None = None,
+          inception_weights: str | None = None, inception_sha256: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
     from aot.images import load_samples
@@ -147,7 +147,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
                                           seeds=seeds, features_out=features_out)
         elif name == "inception":
             scores[name] = inception_scores(images, seeds, fid_ref, weights=inception_weights, block=fid_block,
-                                            device=device)
+                                            device=device, sha256=inception_sha256)
         else:
             raise ValueError(f"unknown metric {name!r}; valid: featnet, inception")
     m = metas[0]
@@ -162,7 +162,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
 
 
 def fid_reference(source: str, out: str | Path, *, dataset: str | Path | None = None, weights: str | None = None,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", sha256: str | None = None) -> dict:
     """Inception reference statistics: clean-fid's CIFAR-10 train stats, a local npz, or the prepared
     dataset's training split (computed here once; the DAG caches the file)."""
     from aot.fid import InceptionFeatures, dataset_stats, inception_weights, reference_stats
@@ -170,7 +170,7 @@ def fid_reference(source: str, out: str | Path, *, dataset: str | Path | None = 
 
     if source == "dataset":
         ds = load_dataset(dataset)
-        features = InceptionFeatures(inception_weights(weights), device=device)
+        features = InceptionFeatures(inception_weights(weights), device=device, sha256=sha256)
         mu, sigma = dataset_stats(ds.train_images, features)
         meta = dict(source="dataset", dataset=ds.meta, num_images=int(len(ds.train_images)))
     elif source == "cifar10":

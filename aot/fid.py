@@ -36,6 +36,10 @@ CLEANFID_STATS_BASE_URL = "https://www.cs.cmu.edu/~clean-fid/stats/"  # as in ge
 # Built-in references: name -> clean-fid (dataset_name, dataset_res, dataset_split) in legacy_tensorflow mode.
 CLEANFID_REFERENCES = {"cifar10": ("cifar10", 32, "train")}
 EDM_CIFAR10_REF_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz"
+# sha256 of the official inception-2015-12-05.pt. Neither clean-fid nor StyleGAN/EDM publish one, and it could not be
+# computed where this was written (no internet); once set, fetch_inception refuses any other download. Until then a
+# download is recorded as fetched (trust on first download over HTTPS) and later loads must match that record.
+INCEPTION_SHA256: str | None = None
 
 
 class MissingAssetError(FileNotFoundError):
@@ -102,7 +106,10 @@ def inception_weights(path: str | os.PathLike | None = None, *, download: bool =
     from cleanfid import downloads_helper
 
     dest = Path(INCEPTION_CACHE_DIR) / INCEPTION_FILE
+    present = dest.is_file() and dest.stat().st_size > 0
     why = _cached_or_download(dest, downloads_helper.check_download_inception, download)
+    if why is None and not present:  # downloaded now: record its sha256 (what verify_inception checks)
+        fetch_inception(dest)
     if why is not None:
         raise MissingAssetError(
             f"{INCEPTION_FILE} not found: looked in clean-fid's cache {dest} {why}; download {url} there, "
@@ -138,6 +145,10 @@ def fetch_inception(out: str | os.PathLike) -> dict:
         raise ValueError(_one_line(f"{out}: a zip file but not a TorchScript module (no data.pkl/code/); delete it "
                                    f"and rerun (snakemake -R fetch_inception) to download {url} again"))
     digest = sha256_file(out)
+    if INCEPTION_SHA256 is not None and digest != INCEPTION_SHA256:
+        raise ValueError(_one_line(f"{out}: sha256 {digest} is not the official {INCEPTION_FILE}'s "
+                                   f"{INCEPTION_SHA256}; delete it and rerun (snakemake -R fetch_inception) to "
+                                   f"download {url} again"))
     sidecar = out.with_name(out.name + ".sha256")
     tmp = sidecar.with_name(sidecar.name + ".tmp")
     tmp.write_text(f"{digest}  {out.name}\n")
@@ -239,6 +250,40 @@ def _load_inception(weights: Path, device: str) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def verify_inception(weights: str | os.PathLike, sha256: str | None = None) -> str:
+    """Check ``weights`` before anything loads it (``torch.jit.load`` runs the TorchScript code in the file); return
+    its sha256.
+
+    Accepted: a file whose sha256 is ``sha256`` (config ``evaluate.inception_sha256``, the explicit trust of a file
+    you provide), or, without it, a file whose sha256 matches the ``<file>.sha256`` that :func:`fetch_inception`
+    wrote when it downloaded the file from clean-fid's URL. Anything else is refused with one line that names the
+    file and gives its sha256 to put in the config once you trust it.
+    """
+    from aot.data import sha256_file
+
+    weights = Path(weights)
+    digest = sha256_file(weights)
+    if sha256:
+        if digest != sha256.lower():
+            raise ValueError(_one_line(
+                f"{weights}: sha256 {digest} is not evaluate.inception_sha256 ({sha256}); the file is not the one "
+                f"you trusted: put that file back, or set evaluate.inception_sha256 to {digest} if you trust this one"))
+        return digest
+    sidecar = weights.with_name(weights.name + ".sha256")
+    if sidecar.is_file():
+        recorded = (sidecar.read_text(errors="replace").split() or [""])[0].lower()
+        if digest != recorded:
+            raise ValueError(_one_line(
+                f"{weights}: sha256 {digest} differs from {recorded or 'nothing'} recorded in {sidecar} when it was "
+                f"downloaded: the file changed since; delete both and rerun (snakemake -R fetch_inception)"))
+        return digest
+    raise ValueError(_one_line(
+        f"{weights}: an Inception file this project did not download (no {sidecar.name} beside it) and no "
+        f"evaluate.inception_sha256 to check it against; loading TorchScript runs code from the file, so it is not "
+        f"loaded: if you trust it, set evaluate.inception_sha256: {digest} (or set evaluate.inception_weights to null "
+        f"to download {_inception_url()})"))
+
+
 class InceptionFeatures:
     """2048-d pool features of TF Inception-v3, computed as clean-fid's ``legacy_tensorflow`` mode does.
 
@@ -250,9 +295,13 @@ class InceptionFeatures:
         Torch device for the network; features always come back on the CPU.
     batch_size : int
         Images per forward pass (results do not depend on it beyond float rounding).
+    sha256 : str, optional
+        The trusted sha256 of ``weights`` (config ``evaluate.inception_sha256``); see :func:`verify_inception`,
+        which runs before the file is loaded.
     """
 
-    def __init__(self, weights: str | os.PathLike, device: str = "cpu", batch_size: int = 200):
+    def __init__(self, weights: str | os.PathLike, device: str = "cpu", batch_size: int = 200,
+                 sha256: str | None = None):
         weights = Path(weights)
         if not weights.is_file():
             raise MissingAssetError(
@@ -262,6 +311,7 @@ class InceptionFeatures:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights, self.device, self.batch_size = weights, torch.device(device), batch_size
+        self.sha256 = verify_inception(weights, sha256)
         self.model = _load_inception(weights, device)
 
     def __call__(self, images_uint8_nchw: np.ndarray) -> np.ndarray:

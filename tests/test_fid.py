@@ -3,6 +3,7 @@ and FID over seed blocks. No network and no real Inception weights are used."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import socket
 import urllib.error
@@ -117,15 +118,17 @@ class FakeResponse(io.BytesIO):
         return chunk
 
 
-def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch):
-    """clean-fid's own download functions run; an interrupted transfer leaves no file, a whole one lands."""
+def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch, fake_weights):
+    """clean-fid's own download functions run; an interrupted transfer leaves no file, a whole one lands (the
+    Inception file with its sha256 beside it, what verify_inception checks)."""
+    torchscript = fake_weights.read_bytes()
     buf = io.BytesIO()
     np.savez(buf, mu=np.zeros(3), sigma=np.eye(3))
     urls, state = [], {"fail": True}
 
     def fake_urlopen(url, *args, **kwargs):
         urls.append(url)
-        return FakeResponse(buf.getvalue() if url.endswith(".npz") else b"torchscript", state["fail"])
+        return FakeResponse(buf.getvalue() if url.endswith(".npz") else torchscript, state["fail"])
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     for call, word in ((inception_weights, INCEPTION_FILE), (reference_stats, STATS_FILE)):
@@ -136,12 +139,14 @@ def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch
 
     state["fail"] = False
     assert inception_weights() == caches["inception"] / INCEPTION_FILE
-    assert (caches["inception"] / INCEPTION_FILE).read_bytes() == b"torchscript"
+    assert (caches["inception"] / INCEPTION_FILE).read_bytes() == torchscript
     mu, sigma = reference_stats()
     np.testing.assert_array_equal(sigma, np.eye(3))
     assert listing(caches["inception"], caches["stats"]) == [
-        str(caches["inception"] / INCEPTION_FILE), str(caches["stats"] / STATS_FILE)
+        str(caches["inception"] / INCEPTION_FILE), str(caches["inception"] / f"{INCEPTION_FILE}.sha256"),
+        str(caches["stats"] / STATS_FILE)
     ]
+    assert fid.verify_inception(caches["inception"] / INCEPTION_FILE) == sha256(torchscript)
     assert urls[0] == downloads_helper.inception_url
     assert urls[1] == fid.cleanfid_stats_url("cifar10", 32, "train")
 
@@ -193,9 +198,16 @@ def test_reference_stats_reads_cleanfid_and_edm_npz(tmp_path):
 # Feature path with a fake TorchScript Inception.
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def fake_weights(tmp_path_factory):
-    return write_fake_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
+    """A stand-in TorchScript Inception, with the <file>.sha256 that fetch_inception writes beside a download."""
+    path = write_fake_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
+    path.with_name(f"{INCEPTION_FILE}.sha256").write_text(f"{sha256(path.read_bytes())}  {INCEPTION_FILE}\n")
+    return path
 
 
 @pytest.fixture
@@ -261,11 +273,46 @@ def test_inception_features_rejects_bad_weights(tmp_path):
     bad = tmp_path / INCEPTION_FILE
     bad.write_bytes(b"not a torchscript archive")
     with pytest.raises(ValueError) as e:
-        InceptionFeatures(bad)
+        InceptionFeatures(bad, sha256=sha256(bad.read_bytes()))  # trusted, but not TorchScript
     assert_one_line(e.value, str(bad), "evaluate.inception_weights")
     with pytest.raises(MissingAssetError) as e:
         InceptionFeatures(tmp_path / "absent.pt")
     assert_one_line(e.value, "absent.pt", "evaluate.inception_weights")
+
+
+def test_inception_file_is_hashed_before_anything_loads_it(tmp_path, fake_weights, monkeypatch):
+    """torch.jit.load runs the file's code: a file is loaded only with the sha256 the user trusts
+    (evaluate.inception_sha256) or the one fetch_inception recorded when it downloaded it; else one line with the
+    file's sha256, and nothing is loaded."""
+    import shutil
+
+    loads = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    digest = sha256(fake_weights.read_bytes())
+    mine = tmp_path / "my-inception.pt"  # a file of the user's, without a .sha256 beside it
+    shutil.copy(fake_weights, mine)
+
+    with pytest.raises(ValueError) as e:
+        InceptionFeatures(mine)
+    assert_one_line(e.value, str(mine), "not loaded", f"evaluate.inception_sha256: {digest}")
+    with pytest.raises(ValueError) as e:
+        InceptionFeatures(mine, sha256="0" * 64)
+    assert_one_line(e.value, str(mine), f"sha256 {digest} is not evaluate.inception_sha256 ({'0' * 64})")
+    assert loads == []
+    assert InceptionFeatures(mine, sha256=digest.upper()).sha256 == digest and len(loads) == 1
+
+    # A downloaded file changed since its download: refused, naming the record and the rule to rerun.
+    fetched = tmp_path / "resources" / INCEPTION_FILE
+    fetched.parent.mkdir()
+    shutil.copy(fake_weights, fetched)
+    shutil.copy(fake_weights.with_name(f"{INCEPTION_FILE}.sha256"), fetched.parent)
+    assert InceptionFeatures(fetched).sha256 == digest and len(loads) == 2
+    fetched.write_bytes(fetched.read_bytes() + b"tampered")
+    with pytest.raises(ValueError) as e:
+        InceptionFeatures(fetched)
+    assert_one_line(e.value, str(fetched), f"recorded in {fetched}.sha256", "snakemake -R fetch_inception")
+    assert len(loads) == 2
 
 
 # ----------------------------------------------------------------------------
@@ -386,6 +433,16 @@ def test_fetch_inception_downloads_checks_archive_and_writes_sha256(offline, tmp
             fid.fetch_inception(bad)
         assert_one_line(e.value, str(bad), "snakemake -R fetch_inception")
         assert not (tmp_path / f"{name}.sha256").exists()
+
+    # With the official sha256 pinned, any other file is refused and gets no record.
+    other = tmp_path / "other" / INCEPTION_FILE
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", "f" * 64)
+    with pytest.raises(ValueError) as e:
+        fid.fetch_inception(other)
+    assert_one_line(e.value, str(other), f"sha256 {digest} is not the official", "snakemake -R fetch_inception")
+    assert not other.with_name(f"{INCEPTION_FILE}.sha256").exists()
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", digest)
+    assert fid.fetch_inception(other)["sha256"] == digest
 
     monkeypatch.setattr(downloads_helper, "check_download_inception", lambda folder: (_ for _ in ()).throw(
         OSError("offline")))

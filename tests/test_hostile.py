@@ -317,6 +317,8 @@ def test_real_run_with_hostile_paths(tmp_path):
     from cifar_archive import write_cifar10_archive
     from fakes import write_fake_inception
 
+    from aot.data import sha256_file
+
     wf = tmp_path / "wf"
     copy_workflow(wf)
     attack = tmp_path / ATTACK_DIR  # beside the workflow: the config reaches it through '..'
@@ -326,7 +328,8 @@ def test_real_run_with_hostile_paths(tmp_path):
     cfg["experiment"] = "hostile"
     cfg["dataset"] = {"source": "cifar10", "archive": f"../{ATTACK_DIR}/cifar 10 $(touch HACK).tar.gz"}
     cfg["evaluate"] = {"metrics": ["inception"], "fid_ref": "dataset", "fid_block": 32, "device": "cpu",
-                       "inception_weights": f"../{ATTACK_DIR}/inception `touch HACK`.pt"}
+                       "inception_weights": f"../{ATTACK_DIR}/inception `touch HACK`.pt",
+                       "inception_sha256": sha256_file(attack / "inception `touch HACK`.pt")}
     write_config(wf, "hostile.yaml", cfg)
     before = tree(tmp_path)
 

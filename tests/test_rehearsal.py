@@ -29,6 +29,7 @@ from fakes import write_fake_inception, write_random_adm_classifier
 from wfcopy import copy_workflow
 
 from aot.checkpoint import load_checkpoint
+from aot.data import sha256_file
 from aot.networks import count_parameters
 from aot.train import load_denoiser
 
@@ -50,7 +51,8 @@ def size_overrides(cond: str, assets: dict[str, Path]) -> list[str]:
         f"train={{kimg: 0.004, batch: 2, pool: {pool}, lr_rampup_kimg: 0.002, tick_kimg: 0.002, state_kimg: 0.004, "
         "device: cpu, gpus: 0}",
         "sample={grid: [{rho: 27, steps: 4}], num_images: 4, shard_size: 2, batch: 2, device: cpu}",
-        f"evaluate={{fid_ref: dataset, inception_weights: '{assets['inception']}', fid_block: 4, device: cpu}}",
+        f"evaluate={{fid_ref: dataset, inception_weights: '{assets['inception']}', "
+        f"inception_sha256: {sha256_file(assets['inception'])}, fid_block: 4, device: cpu}}",
         "trajectory={settings: [{rho: 27, steps: 4}], num_images: 1, fine_steps: 4, ref_substeps: 1, ref_steps: 4, "
         "columns: 4}",
         f"guidance={{runs: {runs}, fakes: {{num_images: 4}}, extractor_weights: '{assets['classifier']}', "

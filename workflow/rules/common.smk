@@ -255,6 +255,8 @@ def evaluate_args(wildcards, input):
     if "inception" in METRICS:
         args += ["--fid-ref", input.fid_ref, "--fid-block", e["fid_block"]]
         args += ["--inception-weights", input.inception]
+        if e["inception_sha256"]:
+            args += ["--inception-sha256", e["inception_sha256"]]
     return [str(a) for a in args]
 
 

@@ -46,7 +46,12 @@ rule fid_ref:
         source=config["evaluate"]["fid_ref"],
         # optional flags as lists of single arguments ([] = none), so that {params.x:q} quotes each on its own
         data=lambda wc, input: ["--data", input.data] if "data" in input.keys() else [],
-        weights=lambda wc, input: ["--inception-weights", input.inception] if "inception" in input.keys() else [],
+        weights=lambda wc, input: (
+            ["--inception-weights", input.inception]
+            + (["--inception-sha256", config["evaluate"]["inception_sha256"]] if config["evaluate"]["inception_sha256"] else [])
+            if "inception" in input.keys()
+            else []
+        ),
         device=config["evaluate"]["device"],
     message:
         "Inception reference statistics ({params.source}); clean-fid's statistics are downloaded on first use"
