@@ -154,6 +154,22 @@ def semantic_errors(cfg: dict) -> list[str]:
             mb = t["micro_batch"] or batch_gpu
             if t["pool"] % mb:
                 out.append(f"arms.{name}: immiscible pairing needs train.micro_batch ({mb}) to divide train.pool")
+        if "block" in arm:
+            if arm["pairing"] not in ("aot", "aot-sq"):
+                out.append(f"arms.{name}.block: only aot and aot-sq assign in blocks (pairing is "
+                           f"{arm['pairing']}); remove it")
+            elif t["pool"] % arm["block"]:
+                out.append(f"arms.{name}.block: {arm['block']} does not divide train.pool {t['pool']}")
+        if "seed" in arm and "checkpoints" in arm:
+            out.append(f"arms.{name}.seed: a released checkpoint is not trained here; remove the seed")
+    specs = {}  # two arms that would train the very same network
+    for name, arm in cfg["arms"].items():
+        if "checkpoints" not in arm:
+            key = (arm["pairing"], arm.get("knn_k", 8), arm.get("block", t["pool"]), arm.get("seed", t["seed"]))
+            if key in specs:
+                out.append(f"arms.{name}: trains the same network as arms.{specs[key]} (same pairing, block and "
+                           f"seed); give it another seed or remove it")
+            specs.setdefault(key, name)
     if s["sigma_min"] >= s["sigma_max"]:
         out.append(f"sample.sigma_min: {s['sigma_min']} must be below sample.sigma_max {s['sigma_max']}")
     keys = [(g["rho"], g["steps"]) for g in s["grid"]]
@@ -412,6 +428,10 @@ def train_spec(cfg: dict, model: str) -> dict:
     spec = {k: v for k, v in t.items() if k != "gpus"}
     spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
                 arch=cfg["network"]["arch"], network=network_spec(cfg))
+    if "seed" in arm:
+        spec["seed"] = arm["seed"]
+    if "block" in arm:  # only when given: every other spec (and its run dir) stays as it was
+        spec["block"] = arm["block"]
     return spec
 
 

@@ -198,6 +198,7 @@ def pair_noise(
     method: str = "aot",
     per_class: bool = False,
     micro_batch: int | None = None,
+    block: int | None = None,
     solver: str = "auto",
     threads: int | None = None,
 ) -> Pairing:
@@ -223,6 +224,9 @@ def pair_noise(
         Has no effect for ``"none"`` and ``"knn"``, whose candidates are already private to each image.
     micro_batch : int, optional
         Chunk size for ``"immiscible"`` (required there, ignored otherwise).
+    block : int, optional
+        ``"aot"`` / ``"aot-sq"``: solve the assignment within consecutive blocks of this many images only (the
+        coupling-strength axis: fewer candidate noises per image pull less); ``None`` = the whole pool.
     solver : str
         A key of ``SOLVERS`` or ``"auto"`` (the fastest exact solver installed).
     threads : int, optional
@@ -236,6 +240,7 @@ def pair_noise(
     _check_method(method)
     solve = resolve_solver(solver)
     _check_inputs(images, noise, labels, method, per_class, micro_batch)
+    _check_block(method, block)
     _check_threads(threads)
     if method == "none":
         return _pair_identity(images, noise)
@@ -244,7 +249,7 @@ def pair_noise(
     groups = assignment_groups(
         images.shape[0],
         labels if per_class else None,
-        micro_batch if method == "immiscible" else None,
+        micro_batch if method == "immiscible" else block,
     )
     threads = default_solve_threads() if threads is None else threads
     return _pair_by_assignment(
@@ -278,15 +283,17 @@ class BackgroundPairer:
         method: str = "aot",
         per_class: bool = False,
         micro_batch: int | None = None,
+        block: int | None = None,
         solver: str = "auto",
         threads: int | None = None,
     ) -> None:
         _check_method(method)
         resolve_solver(solver)
         _check_micro_batch(method, micro_batch)
+        _check_block(method, block)
         _check_threads(threads)
         self.pair_kwargs = dict(
-            method=method, per_class=per_class, micro_batch=micro_batch, solver=solver, threads=threads
+            method=method, per_class=per_class, micro_batch=micro_batch, block=block, solver=solver, threads=threads
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="aot-pairing"
@@ -434,6 +441,15 @@ def _solve_groups(solve: Solver, Ws: list[np.ndarray], threads: int) -> list[np.
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; valid choices: {', '.join(METHODS)}")
+
+
+def _check_block(method: str, block: int | None) -> None:
+    if block is None:
+        return
+    if method not in ("aot", "aot-sq"):
+        raise ValueError(f"block is for method 'aot' or 'aot-sq', got method={method!r}")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
 
 
 def _check_micro_batch(method: str, micro_batch: int | None) -> None:

@@ -50,6 +50,7 @@ class TrainSpec:
     batch_gpu: int | None = None  # micro-batch per process; None = batch / processes
     pool: int = 512  # AOT pool size N per process
     micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
+    block: int | None = None  # aot / aot-sq: assign within consecutive blocks of this many pool images; None = pool
     augment_p: float = 0.0  # EDM's non-leaking augmentation probability (CIFAR-10: 0.12); 0 = off
     knn_k: int = 8  # knn: candidate noises per image
     lr: float = 1e-3
@@ -75,6 +76,8 @@ class TrainSpec:
         """Names the run directory. Length and logging intervals are left out: the schedules do not depend on
         them, so a finished run can be extended (more kimg) and resumes where it stopped."""
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
+        if d["block"] is None:  # added later: runs without it keep their run directory
+            del d["block"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -297,7 +300,8 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
     shape = tuple(images_all.shape[1:])
     total_nimg = int(round(spec.kimg * 1000))
     augment_pipe = augment_pipe_from_config(spec.augment_p)
-    pair_kwargs = dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu)
+    pair_kwargs = dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu,
+                       block=spec.block)
 
     def draw_pool() -> Pool:
         """Draw the next pool, augment it once, draw its noise and hand the pairing to the background thread.
@@ -453,7 +457,8 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                              f"{cur_nimg / 1000:g} kimg; state saved in {run_dir}; rerun the job to resume")
 
     seconds = time.perf_counter() - t_start
-    summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg)}
+    summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg,
+                                                 micro_batch=pair_kwargs["micro_batch"])}
     log_path = run_dir / "log.jsonl"
     summary["ticks"] = read_jsonl(log_path, kind="training log", fix=LOG_FIX) if log_path.exists() else []
     check_finite([])  # the last tick checked the loss; weights again before anything is written
@@ -548,11 +553,14 @@ def _truncate_log(path: Path, kimg: float) -> None:
 
 
 def summarize(history: list[dict], spec: TrainSpec, seconds: float, wait: float, step_time: float,
-              nimg: int) -> dict:
+              nimg: int, micro_batch: int | None = None) -> dict:
     paired = float(np.mean([h["dist_paired"] for h in history])) if history else math.nan
     indep = float(np.mean([h["dist_independent"] for h in history])) if history else math.nan
+    group = {"none": None, "knn": None, "immiscible": micro_batch}.get(
+        spec.pairing, spec.block or spec.pool)  # images one assignment pairs (the coupling's N)
     return dict(
         pairing=spec.pairing, cond=spec.cond, kimg=nimg / 1000, pools=len(history), pool=spec.pool,
+        seed=spec.seed, block=spec.block, group_size=group, knn_k=spec.knn_k,
         mean_dist_paired=paired, mean_dist_independent=indep,
         dist_reduction=(1 - paired / indep) if history else math.nan,
         solve_seconds_mean=float(np.mean([h["solve_s"] for h in history])) if history else math.nan,

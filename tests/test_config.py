@@ -254,3 +254,45 @@ def test_names_and_magnitudes_that_cannot_run(mutate, where):
     mutate(cfg)
     with pytest.raises(ConfigError, match=re.escape(where)):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda c: c["arms"]["aot"].update(block=100), "arms.aot.block: 100 does not divide train.pool 512"),
+    (lambda c: c["arms"]["edm"].update(block=8), "arms.edm.block: only aot and aot-sq assign in blocks"),
+    (lambda c: c["arms"]["aot"].update(block=0), "arms.aot.block: 0 is less than the minimum of 1"),
+    (lambda c: c["arms"]["aot"].update(seed=-1), "arms.aot.seed: -1 is less than the minimum of 0"),
+    (lambda c: c["arms"]["aot"].update(seed=1.0), "arms.aot.seed"),
+    (lambda c: c["arms"].update(aot2={"pairing": "aot", "block": 512}),
+     "arms.aot2: trains the same network as arms.aot (same pairing, block and seed)"),
+    (lambda c: c["arms"].update(edm1={"pairing": "none", "seed": 0}), "arms.edm1: trains the same network as arms.edm"),
+])
+def test_coupling_arms_are_checked(mutate, where):
+    cfg = load()
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        check_config(cfg)
+
+
+def test_coupling_study_config_resolves_to_its_sweep():
+    """config/digits-coupling.yaml: N in {8, 32, 128, 512} and the family, 3 training seeds each, as separate arms;
+    the seed-0 EDM and AOT arms train exactly the embedded default's networks (same spec)."""
+    from aot.config import train_spec
+
+    cfg = resolve_config([ROOT / "config/digits-coupling.yaml"], {})
+    default = resolve_config([ROOT / "config/config.yaml"], {})
+    specs = {m: train_spec(cfg, m) for m in model_names(cfg)}
+    assert len(specs) == 7 * 3 * 2
+    sweep = {}
+    for m, s in specs.items():
+        if m.endswith("-uncond"):
+            sweep.setdefault((s["pairing"], s.get("block", s["pool"]) if s["pairing"].startswith("aot") else None),
+                             []).append(s["seed"])
+    assert sweep == {("none", None): [0, 1, 2], ("aot", 8): [0, 1, 2], ("aot", 32): [0, 1, 2],
+                     ("aot", 128): [0, 1, 2], ("aot", 512): [0, 1, 2], ("aot-sq", 512): [0, 1, 2],
+                     ("knn", None): [0, 1, 2]}
+    for m in ("edm-uncond", "edm-cond", "aot-uncond", "aot-cond"):
+        arm, cond = m.split("-")
+        assert specs[f"{'aot512' if arm == 'aot' else arm}-{cond}"] == train_spec(default, m)
+    assert "block" not in specs["aot512-uncond"] and specs["aot8s2-cond"]["block"] == 8
+    assert {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]} == {(7, 18), (27, 8)}  # 35 and 15 NFE
+    assert cfg["sample"]["num_images"] == default["sample"]["num_images"] and not cfg["guidance"]["enabled"]

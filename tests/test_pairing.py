@@ -509,3 +509,34 @@ def test_cuda_background_pairer_matches_direct_calls():
     for pool, got in zip(pools, results, strict=True):
         want = pair_noise(*pool, per_class=True)
         assert torch.equal(got.perm, want.perm) and torch.equal(got.noise, want.noise)
+
+
+def test_aot_block_is_assignment_within_consecutive_groups():
+    """block=N (the coupling-strength axis): one exact assignment per group of N consecutive pool images, the same
+    groups as Immiscible Diffusion's micro-batches; block = the pool is plain AOT; other methods refuse it."""
+    g = torch.Generator().manual_seed(0)
+    images, noise = torch.randn(64, 1, 4, 4, generator=g), torch.randn(64, 1, 4, 4, generator=g)
+    labels = torch.randint(0, 3, (64,), generator=g)
+    for per_class in (False, True):
+        lab = labels if per_class else None
+        blocked = pair_noise(images, noise, lab, method="aot", per_class=per_class, block=16)
+        immiscible = pair_noise(images, noise, lab, method="immiscible", per_class=per_class, micro_batch=16)
+        assert torch.equal(blocked.perm, immiscible.perm)
+        for start in range(0, 64, 16):  # each group's noises stay in the group, each group solved exactly
+            idx = torch.arange(start, start + 16)
+            assert set(blocked.perm[idx].tolist()) == set(idx.tolist())
+        whole = pair_noise(images, noise, lab, method="aot", per_class=per_class)
+        assert torch.equal(pair_noise(images, noise, lab, method="aot", per_class=per_class, block=64).perm,
+                           whole.perm)
+        assert blocked.mean_dist_independent == pytest.approx(whole.mean_dist_independent, rel=1e-6)
+        assert whole.mean_dist_paired <= blocked.mean_dist_paired  # more candidates pull closer
+    blocked = pair_noise(images, noise, method="aot", block=16)
+    cost = torch.cdist(images.flatten(1)[:16], noise.flatten(1)[:16]).numpy()
+    rows, cols = scipy.optimize.linear_sum_assignment(cost)  # the first group (unconditional), solved by scipy
+    assert np.isclose(cost[np.arange(16), blocked.perm[:16].numpy()].sum(), cost[rows, cols].sum(), rtol=1e-5)
+    for method, kw in (("none", {}), ("knn", {}), ("immiscible", {"micro_batch": 16})):
+        with pytest.raises(ValueError, match="block is for method 'aot' or 'aot-sq'"):
+            pair_noise(images, noise if method != "knn" else noise[None].expand(2, -1, -1, -1, -1), method=method,
+                       block=16, **kw)
+    with pytest.raises(ValueError, match="block must be a positive int"):
+        pair_noise(images, noise, method="aot", block=0)
