@@ -150,7 +150,7 @@ def cmd_tables(a) -> None:
 def cmd_figures(a) -> None:
     from aot.figures import write_figures
 
-    write_figures(a.metrics, a.stats, a.trajectory, a.out_dir)
+    write_figures(a.metrics, a.stats, a.trajectory, a.out_dir, coupling_csv=a.coupling)
 
 
 def cmd_import(a) -> None:
@@ -354,6 +354,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", required=True, nargs="+", type=Path)
     s.add_argument("--stats", nargs="*", type=Path, default=[])
     s.add_argument("--trajectory", nargs="*", type=Path, default=[])
+    s.add_argument("--coupling", type=Path, default=None, metavar="CSV",
+                   help="the tables stage's coupling.csv: also write coupling.png and coupling-straightness.png")
     s.add_argument("--out-dir", required=True, type=Path)
 
     s = stage("import-checkpoint", cmd_import, "Import a released EDM / EDM-AOT network pickle as a plain "

@@ -1,4 +1,4 @@
-"""Figures: score vs NFE and vs rho per arm, training loss curves, trajectory metrics per setting."""
+"""Figures: score vs NFE and vs rho per arm, training loss curves, trajectory metrics per setting, coupling strength."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from aot.checkpoint import atomic_write_bytes  # noqa: E402
 
@@ -78,7 +79,131 @@ def plot_loss(stats: list[dict], path) -> None:
     _save(fig, path)
 
 
-def write_figures(metric_files, stats_files, trajectory_files, out_dir) -> list[Path]:
+# ----------------------------------------------------------------------------
+# Coupling strength (the tables stage's coupling.csv): score difference and straightness vs pair-distance reduction.
+
+
+def _message(path, text: str) -> None:
+    """A figure with one centred sentence, so a figure the workflow expects exists even with nothing to draw."""
+    fig, ax = plt.subplots(figsize=(7, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    _save(fig, path)
+
+
+def _setting_panels(df, title: str):
+    """Rows = conditioning (uncond first), columns = sampler setting (NFE descending): (fig, [(ax, rows)])."""
+    conds = sorted(df.conditioning.unique(), reverse=True)
+    settings = (df[["NFE", "rho", "steps"]].drop_duplicates()
+                .sort_values(["NFE", "rho"], ascending=[False, True]).itertuples(index=False))
+    settings = list(settings)
+    fig, axes = plt.subplots(len(conds), len(settings), figsize=(5.2 * len(settings), 4.0 * len(conds) + 0.6),
+                             squeeze=False, layout="constrained")
+    fig.suptitle(title)
+    panels = []
+    for i, cond in enumerate(conds):
+        for j, st in enumerate(settings):
+            ax = axes[i][j]
+            ax.set_title(f"{cond}, {st.NFE:g} NFE (rho {st.rho:g}, {st.steps:g} steps)", fontsize=10)
+            ax.grid(alpha=0.3)
+            rows = df[(df.conditioning == cond) & (df.NFE == st.NFE) & (df.rho == st.rho) & (df.steps == st.steps)]
+            if rows.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            panels.append((ax, rows))
+    return fig, panels
+
+
+PAIRING_COLORS = {"none": "black", "aot": "C0", "aot-sq": "C1", "immiscible": "C2", "knn": "C3"}  # every panel
+
+
+def _coupling_points(ax, rows, y: str, yerr) -> None:
+    """One point per coupling, coloured by pairing, annotated with its label and number of training seeds;
+    open markers: one seed. x error bar: the reduction's std across seeds."""
+    from matplotlib.lines import Line2D
+
+    for k, r in enumerate(rows.itertuples(index=False)):
+        c = PAIRING_COLORS.get(r.pairing, "C4")
+        xerr = None if pd.isna(r.reduction_pct_std) else r.reduction_pct_std
+        ax.errorbar(r.reduction_pct, getattr(r, y), xerr=xerr, yerr=None if pd.isna(yerr[k]) else yerr[k], fmt="o",
+                    color=c, capsize=3, mfc=c if r.runs > 1 else "white")
+        ax.annotate(f"{r.coupling} ({r.runs})", (r.reduction_pct, getattr(r, y)), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    handles = [Line2D([], [], ls="", marker="o", color=PAIRING_COLORS.get(p, "C4"), label=p)
+               for p in dict.fromkeys(rows.pairing)]
+    ax.legend(handles=handles, fontsize=7, title="(n): training seeds; open: 1", title_fontsize=7)
+    ax.margins(x=0.2, y=0.15)
+    ax.set_xlabel("mean image-noise distance reduction vs independent (%)")
+
+
+def plot_coupling_fd(df, path) -> None:
+    """Score difference to EDM of the same training seed against the pair-distance reduction, per setting.
+
+    Error bars: the spread across training seeds (``fd_diff_std_across_seeds``) where a coupling has several seeds,
+    else the paired within-run jackknife std; the y label says which occur."""
+    rows = df[df.fd_diff.notna()]
+    if rows.empty:
+        _message(path, "no coupling comparisons: the coupling table has no score differences "
+                       "(the tables stage's coupling.md says why)")
+        return
+    paired = bool(rows.paired.astype(bool).all())
+    metric = rows.metric.iloc[0]
+    title = (f"{'paired ' if paired else ''}{metric} difference to EDM (same training seed); negative = better"
+             + ("" if paired else "\n(unpaired: difference of the two scores, no features)"))
+    fig, panels = _setting_panels(rows, title)
+    for ax, sub in panels:
+        if sub.empty:
+            continue
+        across = sub.fd_diff_std_across_seeds.notna()
+        yerr = sub.fd_diff_std_across_seeds.where(across, sub.fd_diff_std_within_run).to_numpy(dtype=float)
+        ax.axhline(0, color="gray", ls="--", lw=0.8)
+        _coupling_points(ax, sub, "fd_diff", yerr)
+        kinds = [k for k, on in (("std across training seeds", across.any()),
+                                 ("within-run jackknife std (1 seed)",
+                                  (~across & sub.fd_diff_std_within_run.notna()).any())) if on]
+        ax.set_ylabel(f"{metric} - EDM's (same seed)\n" + ("error bars: ± " + " / ".join(kinds) if kinds else
+                                                           "no error bars (one seed, unpaired)"), fontsize=8)
+    _save(fig, path)
+
+
+def plot_coupling_straightness(df, path) -> None:
+    """Normalized straightness (mean ± std across training seeds) against the pair-distance reduction."""
+    rows = df[df.straightness_normalized.notna()] if "straightness_normalized" in df else df.iloc[:0]
+    if rows.empty:
+        _message(path, "no coupling straightness: no trajectory metrics at any setting of the coupling table"
+                 if not df.empty else "no coupling comparisons: the coupling table is empty "
+                                      "(the tables stage's coupling.md says why)")
+        return
+    fig, panels = _setting_panels(rows, "Trajectory straightness vs coupling strength (lower = straighter)")
+    for ax, sub in panels:
+        if sub.empty:
+            continue
+        edm = sub[sub.pairing == "none"]
+        if not edm.empty:
+            ax.axhline(edm.straightness_normalized.iloc[0], color="gray", ls="--", lw=0.8)
+        _coupling_points(ax, sub, "straightness_normalized", sub.straightness_normalized_std.to_numpy(dtype=float))
+        ax.set_ylabel("normalized straightness S/E|vbar|^2\nerror bars: ± std across training seeds", fontsize=8)
+    _save(fig, path)
+
+
+def plot_coupling(csv_path, fd_path, straightness_path) -> list[Path]:
+    """Both coupling figures from the tables stage's ``coupling.csv``; a centred message where nothing to draw."""
+    from aot.artifacts import reading
+
+    with reading(csv_path, "coupling table", "tables"):
+        try:
+            df = pd.read_csv(csv_path)
+        except pd.errors.EmptyDataError:
+            df = pd.DataFrame()
+    if df.empty or "fd_diff" not in df:
+        df = pd.DataFrame(columns=["fd_diff", "straightness_normalized"])
+    plot_coupling_fd(df, fd_path)
+    plot_coupling_straightness(df, straightness_path)
+    return [Path(fd_path), Path(straightness_path)]
+
+
+def write_figures(metric_files, stats_files, trajectory_files, out_dir, coupling_csv=None) -> list[Path]:
+    """Every figure; ``coupling_csv``: the tables stage's coupling.csv, adds coupling.png and
+    coupling-straightness.png."""
     from aot.artifacts import read_json, reading
     from aot.tables import METRICS_KEYS, score_table
     from aot.trajectory import load_metrics_json, plot_metrics
@@ -101,4 +226,6 @@ def write_figures(metric_files, stats_files, trajectory_files, out_dir) -> list[
         path = out_dir / f"trajectory-{setting}.png"
         plot_metrics(path, runs)
         written.append(path)
+    if coupling_csv is not None:
+        written += plot_coupling(coupling_csv, out_dir / "coupling.png", out_dir / "coupling-straightness.png")
     return written

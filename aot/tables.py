@@ -8,6 +8,7 @@ experiment config when the tables stage is given it (``--config``), else as far 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -331,6 +332,146 @@ def _score_model_arm(m: dict, metrics: list[dict]) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------
+# Coupling strength: does AOT's effect on the score follow how strongly the pairing pulls noise toward images?
+
+FEATURES_METRIC = "featnet"  # the metric whose per-image features evaluate writes (the paired difference's input)
+COUPLING_COLUMNS = ["conditioning", "rho", "steps", "NFE", "coupling", "pairing", "N", "metric", "paired", "runs",
+                    "training_seeds", "reduction_pct", "reduction_pct_std", "fd_diff", "fd_diff_std_across_seeds",
+                    "fd_diff_std_within_run", "straightness_normalized", "straightness_normalized_std",
+                    "straightness_runs"]
+
+
+def coupling_of(s: dict) -> dict:
+    """A training summary's coupling: training seed, group size N (images one assignment pairs), kNN k, label.
+
+    Summaries written before train recorded these get: seed 0; N = the pool for aot/aot-sq (there was no block
+    then); N unknown for immiscible (its micro-batch was not recorded: label without N); k unknown for knn.
+    """
+    pairing = s["pairing"]
+    if pairing in ("none", "knn"):
+        n = None  # independent, or no assignment: no group
+    elif "group_size" in s:
+        n = s["group_size"]
+    else:
+        n = (s.get("block") or s.get("pool")) if pairing in ("aot", "aot-sq") else None
+    k = s.get("knn_k")
+    if pairing == "none":
+        label = "none"
+    elif pairing == "knn":
+        label = "knn" if k is None else f"knn k={k}"
+    else:
+        label = pairing if n is None else f"{pairing} N={n}"
+    return dict(seed=int(s.get("seed", 0)), N=n, knn_k=k, coupling=label)
+
+
+def _seed_difference(a: dict, b: dict, metric_key: str, groups: int) -> tuple[float, float | None, bool] | None:
+    """Model ``a`` minus its baseline ``b`` at one setting: (difference, paired jackknife std, paired). Paired on
+    the features when both have them; None when those are not at the same seeds or feature space; else the
+    difference of the two scores (unpaired, no std)."""
+    from aot.metrics import frechet_distance_difference
+
+    fa, fb = a["f"], b["f"]
+    if fa is None or fb is None:
+        return a["m"]["scores"][metric_key]["value"] - b["m"]["scores"][metric_key]["value"], None, False
+    if not np.array_equal(fa["seeds"], fb["seeds"]) or not np.array_equal(fa["mu_ref"], fb["mu_ref"]):
+        return None
+    k = a["m"]["scores"][metric_key].get("fd_jackknife") or groups  # evaluate.fd_jackknife when it ran
+    diff, std = frechet_distance_difference(fa["features"], fb["features"], fa["mu_ref"], fa["sigma_ref"],
+                                            groups=min(k, len(fa["seeds"]) - 2))
+    return float(diff), float(std), True
+
+
+def _coupling_row(runs: list[dict]) -> dict:
+    """One coupling at one setting: mean and spread across training seeds of each run's values, and the runs."""
+    def mean(x):
+        return float(np.mean(x)) if x else None
+
+    def std(x):
+        return float(np.std(x, ddof=1)) if len(x) > 1 else None
+
+    red, fd = [r["reduction_pct"] for r in runs], [r["fd"] for r in runs]
+    within = [r["std"] for r in runs if r["std"] is not None]
+    s = [r["S"] for r in runs if r["S"] is not None]
+    paired = all(r["paired"] for r in runs)
+    row = dict(paired=paired, runs=len(runs), training_seeds=",".join(str(r["seed"]) for r in runs),
+               reduction_pct=mean(red), reduction_pct_std=std(red), fd_diff=mean(fd),
+               fd_diff_std_across_seeds=std(fd), fd_diff_std_within_run=mean(within) if paired else None,
+               straightness_normalized=mean(s), straightness_normalized_std=std(s), straightness_runs=len(s))
+    row.update({f"fd_diff_seed{r['seed']}": r["fd"] for r in runs})
+    row["per_seed"] = "; ".join(
+        f"seed {r['seed']}: {r['arm']}" + ("" if r["baseline"] is None else
+                                          f" vs {r['baseline']} {r['fd']:+.4f}"
+                                          + ("" if r["std"] is None else f" ± {r['std']:.4f}"))
+        + f", reduction {r['reduction_pct']:.2f}%" + ("" if r["S"] is None else f", S {r['S']:.4f}")
+        for r in runs)
+    return row
+
+
+def coupling_table(metrics: list[dict], stats: list[dict], features: dict[str, dict],
+                   trajs: pd.DataFrame | None = None, *, metric_key: str = FEATURES_METRIC,
+                   groups: int = 50) -> pd.DataFrame:
+    # groups: jackknife groups where the metrics do not say how many evaluate used (evaluate.fd_jackknife)
+    """Per conditioning, sampler setting and noise coupling: pair-distance reduction vs score difference to EDM.
+
+    Each trained unguided model (``stats``: its training summary, which gives the coupling, training seed and
+    ``dist_reduction``) is compared with the ``pairing: none`` model of the same conditioning, setting and training
+    seed only: paired on ``features`` (as :func:`comparisons_table`; skipped where the seeds or feature space
+    differ) when both have them and ``metric_key`` is the featnet metric, else the difference of the two
+    ``metric_key`` scores (``paired`` False, no within-run std). The runs of a coupling (one per training seed) are
+    averaged, with their spread across seeds (ddof 1) and the mean paired jackknife std; ``trajs`` (a
+    :func:`trajectory_table`) adds the normalized straightness at the same setting. The independent (EDM) row is
+    kept as the reference, reduction and difference 0. Negative ``fd_diff``: the coupling scores better than EDM.
+    """
+    train = {s["model"]: s for s in stats}
+    straight = {} if trajs is None or trajs.empty else {
+        (t.arm, t.conditioning, float(t.rho), int(t.steps)): float(t.straightness_normalized)
+        for t in trajs.itertuples()}
+    at = defaultdict(list)  # (conditioning, rho, steps) -> the models scored there
+    for m in metrics:
+        if m.get("guidance") or m["model"] not in train or metric_key not in m["scores"]:
+            continue
+        arm, cond = m["model"].rsplit("-", 1)
+        s = train[m["model"]]
+        f = features.get(f"{m['model']}/rho{m['rho']:g}-steps{m['steps']}") if metric_key == FEATURES_METRIC \
+            else None
+        at[cond, m["rho"], m["steps"]].append(dict(
+            m=m, arm=arm, s=s, f=f, **coupling_of(s), reduction_pct=100 * s["dist_reduction"],
+            S=straight.get((arm, cond, float(m["rho"]), int(m["steps"])))))
+    rows = []
+    for (cond, rho, steps), entries in at.items():
+        edm = sorted((e for e in entries if e["s"]["pairing"] == "none"), key=lambda e: (e["seed"], e["arm"]))
+        by_coupling = defaultdict(list)
+        for a in sorted(entries, key=lambda e: (e["seed"], e["arm"])):
+            if a["s"]["pairing"] == "none":
+                continue
+            same_seed = [b for b in edm if b["seed"] == a["seed"]]
+            same_kimg = [b for b in same_seed if b["s"].get("kimg") == a["s"].get("kimg")]
+            b = (same_kimg or same_seed or [None])[0]  # one baseline per model: its seed's EDM arm
+            d = None if b is None else _seed_difference(a, b, metric_key, groups)
+            if d is not None:
+                by_coupling[a["coupling"], a["s"]["pairing"], a["N"]].append(dict(
+                    seed=a["seed"], arm=a["arm"], baseline=b["arm"], reduction_pct=a["reduction_pct"], fd=d[0],
+                    std=d[1], paired=d[2], S=a["S"]))
+        if not by_coupling:
+            continue
+        by_coupling["none", "none", None] = [dict(seed=e["seed"], arm=e["arm"], baseline=None, reduction_pct=0.0,
+                                                   fd=0.0, std=0.0 if e["f"] is not None else None,
+                                                   paired=e["f"] is not None, S=e["S"]) for e in edm]
+        m = entries[0]["m"]
+        for (label, pairing, n), runs in by_coupling.items():
+            rows.append(dict(conditioning=cond, rho=rho, steps=steps, NFE=m["nfe"], coupling=label, pairing=pairing,
+                             N=n, metric=m["scores"][metric_key]["metric"], **_coupling_row(runs)))
+    if not rows:
+        return pd.DataFrame(columns=COUPLING_COLUMNS)
+    df = pd.DataFrame(rows)
+    df["N"] = pd.Series([None if _missing(n) else int(n) for n in df.N], dtype=object)  # CSV: 8, not 8.0
+    seed_cols = sorted((c for c in df.columns if c.startswith("fd_diff_seed")), key=lambda c: int(c[12:]))
+    df = df[COUPLING_COLUMNS + seed_cols + ["per_seed"]]
+    return df.sort_values(["conditioning", "NFE", "rho", "reduction_pct", "coupling"],
+                          ascending=[False, False, True, True, True], ignore_index=True)
+
+
 def table4(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     rows = []
     for (arm, steps), fids in TABLE4.items():
@@ -367,7 +508,7 @@ def to_markdown(df: pd.DataFrame, title: str, note: str) -> str:
     for r in df.itertuples(index=False):
         cells = []
         for c, v in zip(cols, r, strict=True):
-            if isinstance(v, float) and not _missing(v) and c in ("rho", "steps", "NFE", "samples", "pool"):
+            if isinstance(v, float) and not _missing(v) and c in ("rho", "steps", "NFE", "samples", "pool", "N"):
                 cells.append(f"{v:g}")
             elif isinstance(v, float):
                 cells.append(_fmt(v, 2 if "paper" in c else 4))
@@ -434,6 +575,20 @@ def _why_no_pairs(cfg: dict | None) -> str:
     return "No training pair statistics: no training summaries were given (`--stats`)."
 
 
+def _why_no_coupling(cfg: dict | None, stats: list[dict]) -> str:
+    pairings = {s["pairing"] for s in stats}
+    if not stats:
+        return "No coupling comparison: " + _why_no_pairs(cfg).removeprefix("No training pair statistics: ")
+    if "none" not in pairings:
+        return ("No coupling comparison: no arm with `pairing: none` (EDM, each seed's baseline) was trained here "
+                "(`arms`).")
+    if pairings == {"none"}:
+        return "No coupling comparison: every trained arm has `pairing: none`; there is no coupling to compare."
+    return ("No coupling comparison: no trained unguided model has an EDM arm (`pairing: none`) of the same "
+            "training seed and conditioning scored at the same setting (and, with features, the same sampling "
+            "seeds).")
+
+
 def _why_no_trajectories(cfg: dict | None) -> str:
     if cfg is not None and not cfg.get("trajectory", {}).get("settings"):
         return "No trajectory metrics: `trajectory.settings` is empty."
@@ -462,7 +617,8 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     metrics = [read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)
                for p in metric_files]
     scores = score_table(metrics)
-    pairs = pairing_table([read_json(p, kind="training summary", rule="train") for p in stats_files])
+    stats = [read_json(p, kind="training summary", rule="train") for p in stats_files]
+    pairs = pairing_table(stats)
     trajs = trajectory_table([read_json(p, kind="trajectory metrics", rule="trajectory") for p in trajectory_files])
     first = scores.metric_key.iloc[0]  # the first configured metric (without the config: the first by name)
     configured = [k for k in (config or {}).get("evaluate", {}).get("metrics", []) if k in set(scores.metric_key)]
@@ -498,6 +654,23 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
            "what the two sets share through their latents, which the per-score `ours_std` cannot. Both stds err on "
            "the large side (jackknife) and cover the seed set only, not the training run.",
            empty=_why_no_comparisons(config, features))
+    # The paired difference needs the featnet features; without them, the primary metric's scores (unpaired).
+    paired = features and FEATURES_METRIC in set(scores.metric_key)
+    coupling_metric = FEATURES_METRIC if paired else primary.metric_key.iloc[0]
+    _write(out_dir, "coupling", coupling_table(metrics, stats, features, trajs, metric_key=coupling_metric),
+           "Coupling strength: pair-distance reduction vs score difference to EDM of the same training seed",
+           "One row per conditioning, sampler setting and noise coupling (`N`: images one assignment pairs; knn: k "
+           "candidates; none: independent, EDM, the reference row). `reduction_pct`: how much the coupling lowered "
+           "the mean image-noise distance during training (mean over training seeds, `reduction_pct_std` across "
+           "them). `fd_diff`: the model's score minus that of the `pairing: none` model of the same conditioning, "
+           "setting and training seed (never another seed's EDM), averaged over the `runs` seeds; "
+           "`fd_diff_std_across_seeds` is their spread (training noise included, ddof 1), "
+           "`fd_diff_std_within_run` the mean paired jackknife std of one seed set (sampling noise only). "
+           "`paired`: the difference is paired on the featnet features at the same sampling seeds; False: the "
+           "difference of the two scores (no features, e.g. the Inception metric), with no within-run std. "
+           "Negative: the coupling is better than EDM. `straightness_normalized`: mean over seeds at the same "
+           "setting where trajectories were computed. `fd_diff_seed<s>` and `per_seed`: every run and its baseline.",
+           empty=_why_no_coupling(config, stats))
     _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
            "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
            "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.", empty=_why_no_pairs(config))

@@ -296,3 +296,23 @@ def test_coupling_study_config_resolves_to_its_sweep():
     assert "block" not in specs["aot512-uncond"] and specs["aot8s2-cond"]["block"] == 8
     assert {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]} == {(7, 18), (27, 8)}  # 35 and 15 NFE
     assert cfg["sample"]["num_images"] == default["sample"]["num_images"] and not cfg["guidance"]["enabled"]
+
+
+def test_cifar10_coupling_study_is_the_paper_recipe_with_the_sweep():
+    """config/cifar10-coupling.yaml (not run here): every training is config/cifar10-uncond.yaml's EDM-AOT recipe
+    except for the coupling (block) and the seed; 21 trainings, 35 and 15 NFE, one Inception FID-50k each."""
+    from aot.config import train_spec
+
+    cfg = resolve_config([ROOT / "config/cifar10-coupling.yaml"], {})
+    paper = resolve_config([ROOT / "config/cifar10-uncond.yaml"], {})
+    specs = {m: train_spec(cfg, m) for m in model_names(cfg)}
+    assert len(specs) == 21 and all(m.endswith("-uncond") for m in specs)
+    reference = {"edm": train_spec(paper, "edm-uncond"), "aot": train_spec(paper, "aot-uncond")}
+    for m, s in specs.items():
+        base = dict(reference["edm" if s["pairing"] == "none" else "aot"], pairing=s["pairing"])
+        extra = {k: s[k] for k in ("block", "knn_k", "seed") if k in s}
+        assert s == {**base, **extra}, m
+    assert sorted({s.get("block", 512) for s in specs.values() if s["pairing"] == "aot"}) == [8, 32, 128, 512]
+    assert sorted(s["seed"] for s in specs.values() if s["pairing"] == "aot-sq") == [0, 1, 2]
+    assert cfg["evaluate"]["metrics"] == ["inception"] and cfg["sample"]["num_images"] == 50000
+    assert {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]} == {(7, 18), (27, 8)}

@@ -17,6 +17,7 @@ from aot.tables import (
     table12,
     to_latex,
     to_markdown,
+    trajectory_table,
 )
 
 
@@ -333,3 +334,153 @@ def test_tables_config_must_be_a_mapping(tmp_path, capsys):
     assert main(["tables", "--metrics", str(files[0]), "--config", str(tmp_path / "c.yaml"),
                  "--out-dir", str(tmp_path / "t")]) == 2
     assert "not a YAML mapping" in capsys.readouterr().err and not (tmp_path / "t/table1.csv").exists()
+
+
+# ----------------------------------------------------------------------------
+# Coupling strength: each model against the EDM arm of its own training seed, averaged over seeds.
+
+
+def train_stats(model, pairing, seed, reduction, group_size=None, **over):
+    s = dict(model=model, pairing=pairing, cond=model.endswith("-cond"), pool=512, kimg=1.0, mean_dist_paired=9.0,
+             mean_dist_independent=10.0, dist_reduction=reduction, solve_seconds_mean=0.004, wait_fraction=0.001,
+             seed=seed, block=group_size if pairing in ("aot", "aot-sq") else None, group_size=group_size, knn_k=8)
+    s.update(over)
+    return s
+
+
+@pytest.fixture
+def coupling_study():
+    """Two training seeds, an EDM arm per seed (seed 1's EDM scores far worse, so using the wrong seed's EDM shows),
+    AOT at N = 8 and N = 512 per seed, at two settings; one cond pair; straightness at rho 7 / 18 steps only."""
+    import numpy as np
+
+    from aot.metrics import frechet_distance, gaussian_stats
+
+    rng = np.random.default_rng(1)
+    n, D = 120, 5
+    z = rng.standard_normal((n, D))  # one latent per sampling seed, shared by every model
+    mu_ref, sigma_ref = np.zeros(D), np.eye(D)
+    arms = {  # model: (pairing, training seed, dist_reduction, N, feature shift)
+        "edm-uncond": ("none", 0, 0.0, None, 0.1), "edms1-uncond": ("none", 1, 0.0, None, 0.8),
+        "aot8-uncond": ("aot", 0, 0.02, 8, 0.3), "aot8s1-uncond": ("aot", 1, 0.03, 8, 0.6),
+        "aot512-uncond": ("aot", 0, 0.10, 512, 0.05), "aot512s1-uncond": ("aot", 1, 0.12, 512, 0.5),
+        "aot8s2-uncond": ("aot", 2, 0.025, 8, 0.2),  # no EDM of seed 2: never compared
+        "edm-cond": ("none", 0, 0.0, None, 0.2), "aot512-cond": ("aot", 0, 0.11, 512, 0.1),
+    }
+    metrics, features, stats, trajs = [], {}, [], []
+    for model, (pairing, seed, red, N, shift) in arms.items():
+        stats.append(train_stats(model, pairing, seed, red, N))
+        for rho, steps in ((7, 18), (27, 8)):
+            feats = z + shift + 0.1 * rng.standard_normal((n, D))
+            m = metric(model, pairing, rho, steps, frechet_distance(*gaussian_stats(feats), mu_ref, sigma_ref))
+            m["scores"]["featnet"]["fd_jackknife"] = 10
+            metrics.append(m)
+            features[f"{model}/rho{rho:g}-steps{steps}"] = dict(features=feats, seeds=np.arange(n), mu_ref=mu_ref,
+                                                                sigma_ref=sigma_ref)
+        trajs.append(dict(meta=dict(model=model, pairing=pairing, rho=7, steps=18, nfe=35, num_images=32,
+                                    seed_first=0, seed_last=31),
+                          metrics=dict(straightness=1.0, straightness_normalized=0.1 + red + seed / 100,
+                                       curvature=[0.1], local_error=[0.01], global_error=0.1)))
+    guided = metric("aot8-uncond", "aot", 7, 18, 0.0)  # guided models are not part of this table
+    guided["guidance"] = dict(weight=2.0, discriminator_config=dict(pairing="none"))
+    metrics.append(guided)
+    return dict(metrics=metrics, features=features, stats=stats, trajs=trajectory_table(trajs), n=n)
+
+
+def test_coupling_compares_each_model_with_the_edm_of_its_training_seed(coupling_study):
+    import numpy as np
+
+    from aot.metrics import frechet_distance_difference
+    from aot.tables import coupling_table
+
+    c = coupling_study
+    t = coupling_table(c["metrics"], c["stats"], c["features"], c["trajs"])
+    f = c["features"]
+    assert list(zip(t.conditioning, t.NFE, t.coupling, strict=True)) == [
+        ("uncond", 35, "none"), ("uncond", 35, "aot N=8"), ("uncond", 35, "aot N=512"),
+        ("uncond", 15, "none"), ("uncond", 15, "aot N=8"), ("uncond", 15, "aot N=512"),
+        ("cond", 35, "none"), ("cond", 35, "aot N=512"), ("cond", 15, "none"), ("cond", 15, "aot N=512")]
+    row = t[(t.NFE == 35) & (t.coupling == "aot N=8") & (t.conditioning == "uncond")].iloc[0]
+    per_seed = []
+    for model, edm in (("aot8-uncond", "edm-uncond"), ("aot8s1-uncond", "edms1-uncond")):
+        a, b = f[f"{model}/rho7-steps18"], f[f"{edm}/rho7-steps18"]
+        per_seed.append(frechet_distance_difference(a["features"], b["features"], a["mu_ref"], a["sigma_ref"],
+                                                    groups=10))
+    diffs, stds = np.array([d for d, _ in per_seed]), np.array([s for _, s in per_seed])
+    assert row.runs == 2 and row.training_seeds == "0,1" and row.paired and row.N == 8 and row.pairing == "aot"
+    assert [row.fd_diff_seed0, row.fd_diff_seed1] == pytest.approx(list(diffs), rel=1e-12)
+    assert row.fd_diff == pytest.approx(diffs.mean(), rel=1e-12)
+    assert row.fd_diff_std_across_seeds == pytest.approx(diffs.std(ddof=1), rel=1e-12)
+    assert row.fd_diff_std_within_run == pytest.approx(stds.mean(), rel=1e-12)
+    assert row.reduction_pct == pytest.approx(2.5) and row.reduction_pct_std == pytest.approx(np.std([2, 3], ddof=1))
+    assert row.straightness_normalized == pytest.approx(np.mean([0.12, 0.14]))
+    assert row.straightness_normalized_std == pytest.approx(np.std([0.12, 0.14], ddof=1)) and row.straightness_runs == 2
+    # Only the same seed's EDM: seed 0 against edm, seed 1 against edms1, never across; seed 2 has no EDM.
+    assert "seed 0: aot8 vs edm " in row.per_seed and "seed 1: aot8s1 vs edms1 " in row.per_seed
+    assert "aot8 vs edms1" not in t.per_seed.str.cat() and "aot8s2" not in t.per_seed.str.cat()
+    assert "fd_diff_seed2" not in t.columns
+    # The independent reference: reduction and difference 0, its own straightness.
+    edm = t[(t.NFE == 35) & (t.coupling == "none") & (t.conditioning == "uncond")].iloc[0]
+    assert edm.runs == 2 and edm.reduction_pct == 0 and edm.fd_diff == 0 and edm.N is None
+    assert edm.straightness_normalized == pytest.approx(np.mean([0.10, 0.11]))
+    # No trajectories at 15 NFE; one cond seed: no spread across seeds.
+    assert t[t.NFE == 15].straightness_normalized.isna().all() and (t[t.NFE == 15].straightness_runs == 0).all()
+    cond = t[(t.conditioning == "cond") & (t.coupling == "aot N=512") & (t.NFE == 35)].iloc[0]
+    assert cond.runs == 1 and pd.isna(cond.fd_diff_std_across_seeds) and pd.isna(cond.reduction_pct_std)
+    assert cond.fd_diff_std_within_run > 0 and cond.per_seed.startswith("seed 0: aot512 vs edm ")
+
+
+def test_coupling_without_features_falls_back_to_the_score_difference(coupling_study):
+    from aot.tables import coupling_table
+
+    c = coupling_study
+    t = coupling_table(c["metrics"], c["stats"], {}, c["trajs"])
+    value = {(m["model"], m["rho"]): m["scores"]["featnet"]["value"] for m in c["metrics"] if "guidance" not in m}
+    row = t[(t.NFE == 35) & (t.coupling == "aot N=512") & (t.conditioning == "uncond")].iloc[0]
+    assert not row.paired and row.runs == 2 and pd.isna(row.fd_diff_std_within_run)
+    assert row.fd_diff_seed0 == pytest.approx(value["aot512-uncond", 7] - value["edm-uncond", 7])
+    assert row.fd_diff_seed1 == pytest.approx(value["aot512s1-uncond", 7] - value["edms1-uncond", 7])
+    assert not t.paired.any()
+    # Features at other sampling seeds: no paired comparison, and no silent fallback either.
+    import numpy as np
+
+    moved = {k: dict(v, seeds=np.arange(c["n"]) + 7) if k.startswith("edm-uncond") else v
+             for k, v in c["features"].items()}
+    t = coupling_table(c["metrics"], c["stats"], moved, c["trajs"])
+    assert set(t[t.conditioning == "uncond"].training_seeds) == {"0,1", "1"}
+
+
+def test_coupling_labels_and_defaults_of_old_summaries():
+    from aot.tables import coupling_of, coupling_table
+
+    old = dict(pairing="aot", pool=256)  # written before train recorded seed, block and group size
+    assert coupling_of(old) == dict(seed=0, N=256, knn_k=None, coupling="aot N=256")
+    assert coupling_of(dict(pairing="aot-sq", pool=512, block=32))["coupling"] == "aot-sq N=32"
+    assert coupling_of(dict(pairing="immiscible", pool=512))["coupling"] == "immiscible"
+    assert coupling_of(dict(pairing="immiscible", pool=512, group_size=128, seed=3)) == dict(
+        seed=3, N=128, knn_k=None, coupling="immiscible N=128")
+    assert coupling_of(dict(pairing="knn", pool=512, group_size=None, knn_k=8)) == dict(
+        seed=0, N=None, knn_k=8, coupling="knn k=8")
+    assert coupling_of(dict(pairing="none", pool=512, group_size=None, knn_k=8))["coupling"] == "none"
+    t = coupling_table([metric("edm-uncond", "none", 7, 18, 5.0)], [train_stats("edm-uncond", "none", 0, 0.0)], {})
+    assert t.empty and "fd_diff_std_across_seeds" in t.columns  # EDM alone: nothing to compare
+
+
+def test_write_tables_coupling(tmp_path, coupling_study):
+    from aot.tables import write_tables
+
+    files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0), metric("aot8-uncond", "aot", 7, 18,
+                                                                                      4.5)])
+    write_tables(files, [], tmp_path / "none")
+    assert pd.read_csv(tmp_path / "none/coupling.csv").empty
+    assert "No coupling comparison: no training summaries were given (`--stats`)." in (
+        tmp_path / "none/coupling.md").read_text()
+    stats = []
+    for s in (train_stats("edm-uncond", "none", 0, 0.0), train_stats("aot8-uncond", "aot", 0, 0.02, 8)):
+        stats.append(tmp_path / f"{s['model']}.json")
+        stats[-1].write_text(json.dumps(s))
+    write_tables(files, stats, tmp_path / "some")
+    t = pd.read_csv(tmp_path / "some/coupling.csv")
+    assert list(t.coupling) == ["none", "aot N=8"] and list(t.fd_diff) == [0.0, -0.5] and not t.paired.any()
+    md = (tmp_path / "some/coupling.md").read_text()
+    assert "| aot N=8 | aot | 8 |" in md and "same training seed" in md

@@ -69,6 +69,7 @@ TABLES = [
     "trajectory",
     "discriminators",
     "comparisons",
+    "coupling",
 ]
 
 
@@ -85,7 +86,7 @@ def final_outputs():
         + [f"{R}/samples/{g}/{guided_setting(g)}.png" for g in GUIDED]
         + [
             f"{R}/figures/{name}.png"
-            for name in ("score_vs_nfe", "score_vs_rho", "loss")
+            for name in ("score_vs_nfe", "score_vs_rho", "loss", "coupling", "coupling-straightness")
         ]
         + [f"{R}/figures/trajectory-{t}.png" for t in TSETTINGS]
         + expand(

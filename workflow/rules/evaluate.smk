@@ -87,6 +87,8 @@ rule evaluate:
         # featnet: the samples' features at their seeds, for the paired comparisons of the tables stage
     log:
         f"{R}/logs/evaluate/{{model}}/{{setting}}.log",
+    # featnet scores on the CPU take seconds: on the submitting machine, not a cluster job of their own
+    localrule: METRICS == ["featnet"] and config["evaluate"]["device"] == "cpu"
     conda:
         "../envs/aot.yaml"
     threads: 1

@@ -58,6 +58,7 @@ rule figures:
         metrics=rules.tables.input.metrics,
         stats=rules.tables.input.stats,
         trajectory=rules.tables.input.trajectory,
+        coupling=rules.tables.output.coupling_csv,
     output:
         **{
             name: report(
@@ -66,6 +67,14 @@ rule figures:
                 category="Figures",
             )
             for name in ("score_vs_nfe", "score_vs_rho", "loss")
+        },
+        **{
+            name.replace("-", "_"): report(
+                f"{R}/figures/{name}.png",
+                caption="../report/coupling_figures.rst",
+                category="Figures",
+            )
+            for name in ("coupling", "coupling-straightness")
         },
         **{
             f"trajectory_{t}": report(
@@ -84,4 +93,5 @@ rule figures:
         out_dir=lambda wc, output: Path(output.loss).parent,
     shell:
         "python -m aot figures --metrics {input.metrics:q} --stats {input.stats:q} "
-        "--trajectory {input.trajectory:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--trajectory {input.trajectory:q} --coupling {input.coupling:q} --out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"
