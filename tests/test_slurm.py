@@ -46,7 +46,7 @@ evaluate:
 trajectory: {settings: []}
 guidance: {enabled: false}
 """
-CLUSTER_RULES = {"featnet", "train", "sample", "evaluate"}  # every other rule of this DAG is a local rule
+CLUSTER_RULES = {"featnet", "train", "sample"}  # every other rule of this DAG is local (featnet scores: seconds)
 STOPPED = re.compile(r"stopped by SIGTERM at ([\d.]+) kimg; state saved")
 RESUMED = re.compile(r"resuming from \S+ at ([\d.]+) kimg")
 
