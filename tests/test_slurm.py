@@ -8,8 +8,10 @@ one line where no SLURM can run here (not root, or `tools/slurm-localhost instal
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +60,23 @@ def running_train_job(cluster) -> str | None:
     return next((jid for jid, comment in rows if comment.startswith("rule_train")), None)
 
 
+def kill_strays(wd: Path) -> list[int]:
+    """SIGKILL what is left of this run: a cancelled job's batch-step Snakemake whose parent died first is reparented
+    to init, and the test cluster's proctrack/linuxproc (real clusters: cgroup) then no longer counts it as the
+    job's. Returns the pids killed."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if str(wd).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
 def test_workflow_through_sbatch_survives_cancel_and_preemption(slurm_cluster, tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     c = slurm_cluster
@@ -98,6 +117,7 @@ def test_workflow_through_sbatch_survives_cancel_and_preemption(slurm_cluster, t
             p.terminate()
             p.wait(timeout=120)
         out.close()
+        kill_strays(wd)
     log = (tmp_path / "snakemake.log").read_text(errors="replace")
     assert rc == 0, log[-5000:]
     wall = time.monotonic() - t0
