@@ -14,6 +14,12 @@ import pandas as pd  # noqa: E402
 from aot.checkpoint import atomic_write_bytes  # noqa: E402
 
 
+def _legend(ax, **kw) -> None:
+    """A legend where something is labelled (a panel without runs has none, and no warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _save(fig, path) -> None:
     import io
 
@@ -42,7 +48,7 @@ def plot_score_vs_nfe(scores, path) -> None:
             ax.errorbar(best.NFE, best.ours, yerr=_yerr(best), fmt="o-", capsize=3, label=arm)
         ax.set(title=cond, xlabel="NFE (Heun, 2 steps - 1)", ylabel=scores.metric.iloc[0])
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax)
     _save(fig, path)
 
 
@@ -57,7 +63,7 @@ def plot_score_vs_rho(scores, path) -> None:
             ax.errorbar(g.rho, g.ours, yerr=_yerr(g), fmt="o-", capsize=3, label=f"{arm}, {steps} steps")
         ax.set(title=cond, xlabel="rho", ylabel=scores.metric.iloc[0], xscale="log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     _save(fig, path)
 
 
@@ -75,7 +81,7 @@ def plot_loss(stats: list[dict], path) -> None:
     b.set(xlabel="kimg", ylabel="mean ||y - n||", title="image-noise pair distance")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     _save(fig, path)
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from aot.figures import plot_coupling
-from aot.tables import COUPLING_COLUMNS, coupling_table
+from aot.paired import COUPLING_COLUMNS, coupling_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -144,7 +144,7 @@ def test_comparisons_pair_each_model_with_its_baselines_at_the_same_seeds():
     import numpy as np
 
     from aot.metrics import frechet_distance, gaussian_stats
-    from aot.tables import comparisons_table
+    from aot.paired import comparisons_table
 
     rng = np.random.default_rng(0)
     n, D = 200, 6
@@ -391,7 +391,7 @@ def test_coupling_compares_each_model_with_the_edm_of_its_training_seed(coupling
     import numpy as np
 
     from aot.metrics import frechet_distance_difference
-    from aot.tables import coupling_table
+    from aot.paired import coupling_table
 
     c = coupling_study
     t = coupling_table(c["metrics"], c["stats"], c["features"], c["trajs"])
@@ -431,7 +431,7 @@ def test_coupling_compares_each_model_with_the_edm_of_its_training_seed(coupling
 
 
 def test_coupling_without_features_falls_back_to_the_score_difference(coupling_study):
-    from aot.tables import coupling_table
+    from aot.paired import coupling_table
 
     c = coupling_study
     t = coupling_table(c["metrics"], c["stats"], {}, c["trajs"])
@@ -451,7 +451,7 @@ def test_coupling_without_features_falls_back_to_the_score_difference(coupling_s
 
 
 def test_coupling_labels_and_defaults_of_old_summaries():
-    from aot.tables import coupling_of, coupling_table
+    from aot.paired import coupling_of, coupling_table
 
     old = dict(pairing="aot", pool=256)  # written before train recorded seed, block and group size
     assert coupling_of(old) == dict(seed=0, N=256, knn_k=None, coupling="aot N=256")
