@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from aot.checkpoint import atomic_write_bytes  # noqa: E402
@@ -127,13 +128,16 @@ def _coupling_points(ax, rows, y: str, yerr) -> None:
     open markers: one seed. x error bar: the reduction's std across seeds."""
     from matplotlib.lines import Line2D
 
+    xs, ys = rows.reduction_pct.to_numpy(dtype=float), rows[y].to_numpy(dtype=float)
+    xr, yr = np.ptp(xs) or 1.0, np.ptp(ys) or 1.0
     for k, r in enumerate(rows.itertuples(index=False)):
         c = PAIRING_COLORS.get(r.pairing, "C4")
+        near = int(np.sum((np.abs(xs[:k] - xs[k]) < 0.04 * xr) & (np.abs(ys[:k] - ys[k]) < 0.06 * yr)))
         xerr = None if pd.isna(r.reduction_pct_std) else r.reduction_pct_std
         ax.errorbar(r.reduction_pct, getattr(r, y), xerr=xerr, yerr=None if pd.isna(yerr[k]) else yerr[k], fmt="o",
                     color=c, capsize=3, mfc=c if r.runs > 1 else "white")
         ax.annotate(f"{r.coupling} ({r.runs})", (r.reduction_pct, getattr(r, y)), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+                    xytext=(4, 4 - 9 * near), fontsize=7)  # a label per line where points coincide
     handles = [Line2D([], [], ls="", marker="o", color=PAIRING_COLORS.get(p, "C4"), label=p)
                for p in dict.fromkeys(rows.pairing)]
     ax.legend(handles=handles, fontsize=7, title="(n): training seeds; open: 1", title_fontsize=7)
