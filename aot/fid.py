@@ -126,6 +126,7 @@ def fetch_inception(out: str | os.PathLike) -> dict:
 
     from cleanfid import downloads_helper
 
+    from aot.checkpoint import atomic_write_text
     from aot.data import sha256_file
 
     out, url = Path(out), _inception_url()
@@ -149,10 +150,7 @@ def fetch_inception(out: str | os.PathLike) -> dict:
         raise ValueError(_one_line(f"{out}: sha256 {digest} is not the official {INCEPTION_FILE}'s "
                                    f"{INCEPTION_SHA256}; delete it and rerun (snakemake -R fetch_inception) to "
                                    f"download {url} again"))
-    sidecar = out.with_name(out.name + ".sha256")
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(f"{digest}  {out.name}\n")
-    tmp.replace(sidecar)
+    atomic_write_text(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n")
     return dict(path=str(out), sha256=digest, url=url, bytes=out.stat().st_size, downloaded=downloaded)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from aot import pairing
 from aot.artifacts import read_jsonl, read_state, reading
 from aot.augment import AUGMENT_DIM, augment_pipe_from_config
-from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
+from aot.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
 from aot.networks import network_ctor
@@ -338,9 +338,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                f"non-finite {what}; lower train.lr (now {spec.lr:g}) or check the data and P_mean/P_std; {kept}; "
                f"no network was written")
         if rank == 0:  # the marker a retry stops at (written atomically)
-            tmp = diverged.with_name(diverged.name + ".tmp")
-            tmp.write_text(msg + "\n")
-            tmp.replace(diverged)
+            atomic_write_text(diverged, msg + "\n")
         raise DivergenceError(msg)
 
     def dump_state(before: dict) -> None:
