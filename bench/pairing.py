@@ -1,10 +1,10 @@
-"""Benchmark: the AOT paper's pairing recipe against aot.pairing.pair_noise, side by side on the same pools.
+"""Benchmark: the AOT paper's pairing recipe against aot.training.pairing.pair_noise, side by side on the same pools.
 
 The paper's recipe (AOT code, paper-spec §1.2): torch.cdist in float32 -> numpy -> float64
 scipy.optimize.linear_sum_assignment, one solve per class in the conditional case (paper-spec §1.3).
 In the per-class case the AOT code as shipped (``assignment_problem_label``: the same recipe wrapped in Python
 loops over the pool) is timed too, as "paper code as shipped"; the "paper" columns are the recipe with that glue
-vectorised, the stricter baseline. Ours: aot.pairing.pair_noise(method="aot", solver=...). All see the same
+vectorised, the stricter baseline. Ours: aot.training.pairing.pair_noise(method="aot", solver=...). All see the same
 images and noise; their assignments are scored on one float64 cost matrix, so "same optimum" is checked exactly.
 
 Run from the repository root (with the package installed, or PYTHONPATH=.):
@@ -31,7 +31,7 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from aot.pairing import SOLVERS, pair_noise, resolve_solver
+from aot.training.pairing import SOLVERS, pair_noise, resolve_solver
 
 # ----------------------------------------------------------------------------
 # Data: digits upsampled to 3x32x32 (as pairing-bench.md), or a Gaussian control.
@@ -231,7 +231,7 @@ def main() -> None:
 
     print(
         f"# AOT pairing: paper recipe (torch.cdist fp32 -> numpy -> scipy {scipy.__version__}) "
-        f"vs aot.pairing (solver={args.solver} -> {solver_name})"
+        f"vs aot.training.pairing (solver={args.solver} -> {solver_name})"
     )
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(

@@ -1,7 +1,7 @@
 """Training throughput, EDM (independent noise) vs AOT, side by side in one run (a script, never a test).
 
 For each network size it trains a few pools with `pairing=none` and `pairing=aot` through the real training
-loop (aot.train.train: pools, background pairing, EMA) on CIFAR-shaped synthetic data, and prints steady-state
+loop (aot.training.loop.train: pools, background pairing, EMA) on CIFAR-shaped synthetic data, and prints steady-state
 kimg/s (the last tick), the aot/none ratio, the loop's wait for pairing, the solver time per pool and, on CUDA,
 the peak GPU memory.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from aot.data import synthetic_dataset
-from aot.networks import count_parameters
-from aot.pairing import resolve_solver
-from aot.train import TrainSpec, build_denoiser, train
+from aot.data.datasets import synthetic_dataset
+from aot.models.networks import count_parameters
+from aot.training.pairing import resolve_solver
+from aot.training.loop import TrainSpec, build_denoiser, train
 
 CASES = {
     # name: (arch, network overrides)

@@ -52,7 +52,7 @@ def write_fake_inception(path: str | Path) -> Path:
 def write_random_adm_classifier(path: str | Path, seed: int = 0) -> Path:
     """DG's ADM 32x32 classifier (47.8M parameters, DG's key names) with seeded random weights, as a plain
     state_dict file in place of ``32x32_classifier.pt``."""
-    from aot.adm import ADM_CLASSIFIER_32, EncoderUNet
+    from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""EncoderUNet (aot.adm) against guided-diffusion's EncoderUNetModel as vendored by DG.
+"""EncoderUNet (aot.models.adm) against guided-diffusion's EncoderUNetModel as vendored by DG.
 
 The reference data was produced outside this repository by running the reference code itself (PyTorch 2.14.1,
 CPU): alsdudrla10/DG @ 1a152b7a4e726a6937cd15e0a5a19ae2c88c118d (``classifier_lib.py`` and its
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aot.adm import (
+from aot.models.adm import (
     ADM_CLASSIFIER_32,
     DG_HEAD,
     DG_HEAD_COND,

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from aot.__main__ import main
-from aot.artifacts import ArtifactError, read_json, read_jsonl, read_npz, read_state
-from aot.checkpoint import load_checkpoint, save_checkpoint, write_json
-from aot.images import load_samples, save_samples
-from aot.metrics import load_stats, save_stats
+from aot.core.artifacts import ArtifactError, read_json, read_jsonl, read_npz, read_state
+from aot.core.checkpoint import load_checkpoint, save_checkpoint, write_json
+from aot.core.samples import load_samples, save_samples
+from aot.eval.metrics import load_stats, save_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CORRUPTIONS = ("truncated", "random", "pickled")
@@ -196,7 +196,7 @@ def test_bare_npy_is_refused(tmp_path):
 
 
 def test_dataset(tmp_path):
-    from aot.data import load_dataset, save_dataset, synthetic_dataset
+    from aot.data.datasets import load_dataset, save_dataset, synthetic_dataset
 
     p = tmp_path / "dataset.npz"
     save_dataset(p, synthetic_dataset(n_train=16, n_test=8, channels=1, resolution=8))
@@ -297,7 +297,7 @@ def test_cli_figures_corrupt_inputs(tmp_path, capsys, what):
 
 
 def test_corrupt_training_state_says_to_restart(tmp_path):
-    from aot.train import _resume
+    from aot.training.loop import _resume
 
     p = tmp_path / "training-state.pt"
     p.write_bytes(b"PK\x03\x04 not really a zip")
@@ -307,8 +307,8 @@ def test_corrupt_training_state_says_to_restart(tmp_path):
 
 
 def test_corrupt_training_log_and_trajectory_metrics(tmp_path):
-    from aot.train import _truncate_log
-    from aot.trajectory import load_metrics_json
+    from aot.training.loop import _truncate_log
+    from aot.eval.trajectory import load_metrics_json
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 0.5, "loss": 1.0}\n{"kimg": 1.0, "lo')  # cut mid-line by a kill

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from aot.augment import (
+from aot.training.augment import (
     AUGMENT_DIM,
     EDM_CIFAR10,
     SYM6,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aot.config import (
+from aot.config.resolve import (
     ConfigError,
     check_config,
     describe_config,
@@ -276,7 +276,7 @@ def test_coupling_arms_are_checked(mutate, where):
 def test_coupling_study_config_resolves_to_its_sweep():
     """config/digits-coupling.yaml: N in {8, 32, 128, 512} and the family, 3 training seeds each, as separate arms;
     the seed-0 EDM and AOT arms train exactly the embedded default's networks (same spec)."""
-    from aot.config import train_spec
+    from aot.config.resolve import train_spec
 
     cfg = resolve_config([ROOT / "config/digits-coupling.yaml"], {})
     default = resolve_config([ROOT / "config/config.yaml"], {})
@@ -301,7 +301,7 @@ def test_coupling_study_config_resolves_to_its_sweep():
 def test_cifar10_coupling_study_is_the_paper_recipe_with_the_sweep():
     """config/cifar10-coupling.yaml (not run here): every training is config/cifar10-uncond.yaml's EDM-AOT recipe
     except for the coupling (block) and the seed; 21 trainings, 35 and 15 NFE, one Inception FID-50k each."""
-    from aot.config import train_spec
+    from aot.config.resolve import train_spec
 
     cfg = resolve_config([ROOT / "config/cifar10-coupling.yaml"], {})
     paper = resolve_config([ROOT / "config/cifar10-uncond.yaml"], {})

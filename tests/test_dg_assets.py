@@ -1,6 +1,6 @@
-"""aot.dg_assets: fetching DG's ADM 32x32 classifier with gdown, faked here (no network in tests).
+"""aot.models.dg_assets: fetching DG's ADM 32x32 classifier with gdown, faked here (no network in tests).
 
-The fake gdown serves a file the project makes: a state_dict with every key name and shape of aot.adm's
+The fake gdown serves a file the project makes: a state_dict with every key name and shape of aot.models.adm's
 ADM 32x32 classifier (checked against tests/fixtures/adm_classifier32_keys.json, DG's own layout), each tensor a
 random float32 scalar broadcast to its shape (stride 0), so the file is ~80 KB instead of DG's 191 MB (47.8M
 parameters) while passing the same checks as the real file.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aot.dg_assets import (
+from aot.models.dg_assets import (
     CONFIG_KEY,
     FILE_NAME,
     FOLDER_ID,
@@ -92,8 +92,8 @@ def test_download_verify_and_sha256(tmp_path, monkeypatch, classifier_file):
     assert (out.parent / f"{FILE_NAME}.sha256").read_text() == f"{digest}  {FILE_NAME}\n"
     assert leftovers(out.parent) == [FILE_NAME, f"{FILE_NAME}.sha256"]  # no temporary folder left
     assert fake.calls == [("download_folder", FOLDER_ID), ("download", "clf")]  # one file, not the whole folder
-    # What the discriminator does with it: a strict load into aot.adm's classifier.
-    from aot.adm import ADM_CLASSIFIER_32, EncoderUNet, load_state_dict_file
+    # What the discriminator does with it: a strict load into aot.models.adm's classifier.
+    from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet, load_state_dict_file
 
     EncoderUNet(**ADM_CLASSIFIER_32).load_state_dict(load_state_dict_file(out), strict=True)
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from aot.data import Dataset
-from aot.discriminator import (
+from aot.data.datasets import Dataset
+from aot.training.discriminator import (
     DiscSpec,
     build_ctor,
     load_discriminator,
     train_discriminator,
     training_set,
 )
-from aot.images import save_samples
+from aot.core.samples import save_samples
 
 HEAD = {"model_channels": 32, "num_head_channels": 32, "num_res_blocks": 1}
 
@@ -110,8 +110,8 @@ def test_bad_specs_fail_with_one_clear_line(tmp_path):
 
 
 def test_adm32_extractor_weights_are_checked_by_sha256(tmp_path):
-    from aot.adm import ADM_CLASSIFIER_32, EncoderUNet
-    from aot.discriminator import discriminator_from_ctor
+    from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet
+    from aot.training.discriminator import discriminator_from_ctor
 
     weights = tmp_path / "32x32_classifier.pt"
     torch.save(EncoderUNet(**ADM_CLASSIFIER_32).state_dict(), weights)

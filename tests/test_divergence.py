@@ -15,16 +15,16 @@ import pytest
 import torch
 from test_train import TINY_NET, tiny_spec
 
-import aot.discriminator
-import aot.train
+import aot.training.discriminator
+import aot.training.loop
 from aot.__main__ import main
-from aot.checkpoint import load_checkpoint, save_checkpoint
-from aot.data import digits_dataset, save_dataset
-from aot.discriminator import DiscSpec, train_discriminator
-from aot.evaluate import refuse_constant, score
-from aot.generate import generate
-from aot.images import save_samples
-from aot.train import DivergenceError, finite_flags, train
+from aot.core.checkpoint import load_checkpoint, save_checkpoint
+from aot.data.datasets import digits_dataset, save_dataset
+from aot.training.discriminator import DiscSpec, train_discriminator
+from aot.eval.scoring import refuse_constant, score
+from aot.sampling.generate import generate
+from aot.core.samples import save_samples
+from aot.training.loop import DivergenceError, finite_flags, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -98,8 +98,8 @@ def test_a_divergence_mid_run_keeps_the_last_good_state(tmp_path, digits, monkey
     (tmp_path / "net.pt").unlink()
     (tmp_path / "s.json").unlink()
 
-    lr = aot.train.learning_rate
-    monkeypatch.setattr(aot.train, "learning_rate", lambda spec, n: 1e38 if n >= 128 else lr(spec, n))
+    lr = aot.training.loop.learning_rate
+    monkeypatch.setattr(aot.training.loop, "learning_rate", lambda spec, n: 1e38 if n >= 128 else lr(spec, n))
     with pytest.raises(DivergenceError) as e:
         train(tiny_spec(kimg=0.256, tick_kimg=1.0, state_kimg=0.064), digits, **kw)
     one_line(e.value, "training of tiny-aot diverged at 0.192 kimg", "weights",
@@ -156,7 +156,7 @@ def toy(n=64):
     real = rng.integers(150, 256, size=(n, 1, 8, 8), dtype=np.uint8)
     fake = rng.integers(0, 100, size=(n, 1, 8, 8), dtype=np.uint8)
     labels = np.zeros(n, np.int64)
-    return aot.data.Dataset(real, labels, real[:4], labels[:4], {"num_classes": 1, "name": "toy"}), fake, labels
+    return aot.data.datasets.Dataset(real, labels, real[:4], labels[:4], {"num_classes": 1, "name": "toy"}), fake, labels
 
 
 HEAD = {"model_channels": 32, "num_head_channels": 32, "num_res_blocks": 1}
@@ -181,8 +181,8 @@ def test_discriminator_divergence_keeps_the_last_good_epoch(tmp_path, monkeypatc
     (state,) = (tmp_path / "state").glob("*/disc-state.pt")
     before = state.read_bytes()
     (tmp_path / "d.pt").unlink()
-    perturb = aot.discriminator.perturb
-    monkeypatch.setattr(aot.discriminator, "perturb", lambda x, t, z: perturb(x, t, z) * math.nan)
+    perturb = aot.training.discriminator.perturb
+    monkeypatch.setattr(aot.training.discriminator, "perturb", lambda x, t, z: perturb(x, t, z) * math.nan)
     with pytest.raises(DivergenceError) as e:
         train_discriminator(DiscSpec.from_dict(dict(epochs=2, batch=32, head=HEAD)), ds, fake, fl, **kw)
     one_line(e.value, "discriminator training diverged in epoch 2", f"the last good state (epoch 1) is kept in {state}")

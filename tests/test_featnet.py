@@ -1,4 +1,4 @@
-"""aot.featnet: the small-data feature network trains on real digits, deterministically, and scores sanely."""
+"""aot.eval.featnet: the small-data feature network trains on real digits, deterministically, and scores sanely."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aot.featnet import FEATNET_NAME, FeatureNet, extract_features, random_translate, train_featnet
-from aot.metrics import frechet_distance, gaussian_stats
+from aot.eval.featnet import FEATNET_NAME, FeatureNet, extract_features, random_translate, train_featnet
+from aot.eval.metrics import frechet_distance, gaussian_stats
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""aot.fid: offline asset handling, the clean-fid legacy_tensorflow feature path (fake TorchScript Inception),
+"""aot.eval.fid: offline asset handling, the clean-fid legacy_tensorflow feature path (fake TorchScript Inception),
 and FID over seed blocks. No network and no real Inception weights are used."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import torch
 from fakes import write_fake_inception
 
-from aot import fid
-from aot.fid import (
+from aot.eval import fid
+from aot.eval.fid import (
     INCEPTION_FILE,
     InceptionFeatures,
     MissingAssetError,
@@ -26,7 +26,7 @@ from aot.fid import (
     inception_weights,
     reference_stats,
 )
-from aot.metrics import frechet_distance, gaussian_stats
+from aot.eval.metrics import frechet_distance, gaussian_stats
 
 downloads_helper = pytest.importorskip("cleanfid.downloads_helper")
 STATS_FILE = "cifar10_legacy_tensorflow_train_32.npz"

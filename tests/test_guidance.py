@@ -11,8 +11,8 @@ import scipy.integrate
 import scipy.stats
 import torch
 
-from aot import guidance
-from aot.guidance import (
+from aot.sampling import guidance
+from aot.sampling.guidance import (
     BETA_0,
     BETA_1,
     grad_log_ratio,
@@ -23,7 +23,7 @@ from aot.guidance import (
     vp_time_of_sigma,
     with_discriminator,
 )
-from aot.samplers import heun_sample, karras_sigmas
+from aot.sampling.samplers import heun_sample, karras_sigmas
 
 
 def beta(t):
@@ -195,8 +195,8 @@ def _toy_denoiser(x, sigma, labels):
 
 
 def _setup(seeds, b):
-    from aot.guidance import boosted_heun_sample
-    from aot.samplers import seed_generators, seeded_latents
+    from aot.sampling.guidance import boosted_heun_sample
+    from aot.sampling.samplers import seed_generators, seeded_latents
 
     gens = seed_generators(seeds)
     z, _ = seeded_latents(seeds, (1, 2, 2), generators=gens)

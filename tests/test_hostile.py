@@ -2,7 +2,7 @@
 
 Every string-typed key of the schema is found by walking the schema (enums are skipped: the schema already limits
 them to a fixed list of plain words, checked below). Each gets each hostile value; then either the config is refused
-with one line naming the key (by aot.config.check_config and by the Snakemake dry run), or the dry run's printed
+with one line naming the key (by aot.config.resolve.check_config and by the Snakemake dry run), or the dry run's printed
 commands (-n -p) hold the value as one argument or one part of an argument, quoted: the same words as with a plain
 placeholder in its place, and no shell character outside quotes. Last, a real run of the dataset preparation and the
 Inception reference statistics reads a CIFAR-10 archive and Inception weights from a directory named like an attack:
@@ -25,8 +25,8 @@ import pytest
 import yaml
 from wfcopy import copy_workflow
 
-import aot.config
-from aot.config import DEFAULT_SCHEMA, ConfigError, check_config, load_yaml
+import aot.config.resolve
+from aot.config.resolve import DEFAULT_SCHEMA, ConfigError, check_config, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMK = [sys.executable, "-m", "snakemake"]
@@ -103,7 +103,7 @@ def _load_yaml_schema_once(path):
 def refusal(key: str, value: str) -> str | None:
     """check_config's one-line error for the base config with ``key`` set to ``value``; None if accepted."""
     # check_config re-reads the schema each call (60 ms of YAML); read it once for the few hundred calls here
-    with mock.patch.object(aot.config, "load_yaml", _load_yaml_schema_once):
+    with mock.patch.object(aot.config.resolve, "load_yaml", _load_yaml_schema_once):
         try:
             check_config(with_values({key: value}))
         except ConfigError as e:
@@ -317,7 +317,7 @@ def test_real_run_with_hostile_paths(tmp_path):
     from cifar_archive import write_cifar10_archive
     from fakes import write_fake_inception
 
-    from aot.data import sha256_file
+    from aot.data.datasets import sha256_file
 
     wf = tmp_path / "wf"
     copy_workflow(wf)

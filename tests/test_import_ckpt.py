@@ -1,4 +1,4 @@
-"""aot.import_ckpt: EDM network pickles are read as data, mapped onto EDMPrecond(SongUNet), never executed.
+"""aot.models.released: EDM network pickles are read as data, mapped onto EDMPrecond(SongUNet), never executed.
 
 No EDM code or real EDM pickle ships here, so the tests build pickles with the structure EDM's
 ``torch_utils/persistence.py`` (NVlabs/edm 008a4e5, ``_version = 6``) produces: each persistent object
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from aot.import_ckpt import (
+from aot.models.released import (
     ALLOWED_GLOBALS,
     CheckpointFormatError,
     UnsafePickleError,
@@ -33,9 +33,9 @@ from aot.import_ckpt import (
     import_edm_checkpoint,
     read_edm_pickle,
 )
-from aot.networks import Conv2d, SongUNet, UNetBlock, count_parameters, network_ctor
-from aot.precond import EDMPrecond
-from aot.train import load_denoiser
+from aot.models.networks import Conv2d, SongUNet, UNetBlock, count_parameters, network_ctor
+from aot.models.precond import EDMPrecond
+from aot.training.loop import load_denoiser
 
 SMALL = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1, 2],
              num_blocks=1, attn_resolutions=[4], dropout=0.13)

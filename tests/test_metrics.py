@@ -1,4 +1,4 @@
-"""aot.metrics: Frechet distance, KID and statistics files against closed forms and clean-fid."""
+"""aot.eval.metrics: Frechet distance, KID and statistics files against closed forms and clean-fid."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from aot.metrics import (
+from aot.eval.metrics import (
     frechet_distance,
     frechet_distance_difference,
     frechet_distance_jackknife,

@@ -1,4 +1,4 @@
-"""SongUNet (aot.networks) against NVlabs/edm's SongUNet: sizes, state_dict layout, init and forward pass.
+"""SongUNet (aot.models.networks) against NVlabs/edm's SongUNet: sizes, state_dict layout, init and forward pass.
 
 The reference data in tests/fixtures/edm_* was produced outside this repository by instantiating EDM's own
 ``training/networks.py`` (NVlabs/edm commit 008a4e5316c8e3bfe61a62f874bddba254295afb, PyTorch 2.14.1, CPU):
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aot.networks import (
+from aot.models.networks import (
     ARCH_PRESETS,
     SongUNet,
     count_parameters,

@@ -1,4 +1,4 @@
-"""Tests for aot.pairing: exactness against scipy/POT, per-class structure, marginals, background worker."""
+"""Tests for aot.training.pairing: exactness against scipy/POT, per-class structure, marginals, background worker."""
 
 import time
 
@@ -8,8 +8,8 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from aot import pairing
-from aot.pairing import METHODS, SOLVERS, BackgroundPairer, Pairing, cost_matrix, noise_shape, pair_noise
+from aot.training import pairing
+from aot.training.pairing import METHODS, SOLVERS, BackgroundPairer, Pairing, cost_matrix, noise_shape, pair_noise
 
 PERMUTATION_METHODS = ("none", "aot", "aot-sq", "immiscible")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_train import TINY_NET, assert_same_weights, tiny_spec
 
-from aot.artifacts import read_state
-from aot.data import digits_dataset, save_dataset
-from aot.train import train
+from aot.core.artifacts import read_state
+from aot.data.datasets import digits_dataset, save_dataset
+from aot.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = 64

@@ -28,10 +28,10 @@ from cifar_archive import write_cifar10_archive
 from fakes import write_fake_inception, write_random_adm_classifier
 from wfcopy import copy_workflow
 
-from aot.checkpoint import load_checkpoint
-from aot.data import sha256_file
-from aot.networks import count_parameters
-from aot.train import load_denoiser
+from aot.core.checkpoint import load_checkpoint
+from aot.data.datasets import sha256_file
+from aot.models.networks import count_parameters
+from aot.training.loop import load_denoiser
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def test_dataset_is_the_archive_subset(rehearsal):
 def test_discriminators_use_the_adm_encoder(rehearsal, assets):
     cond, d, out = rehearsal
     R = d / f"results/cifar10-{cond}"
-    from aot.data import sha256_file
+    from aot.data.datasets import sha256_file
 
     for run in ("edm_dg", "aot_dg", "aot_dgaot"):
         ckpt = load_checkpoint(R / f"discriminators/{run}-{cond}/discriminator.pt")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from aot.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
+from aot.sampling.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
 
 
 @pytest.mark.parametrize("rho", [1, 7, 72, 90])

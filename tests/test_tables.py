@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from aot.paper import TABLE4, TABLE4_RHOS, paper_fid
-from aot.tables import (
+from aot.report.paper import TABLE4, TABLE4_RHOS, paper_fid
+from aot.report.tables import (
     PRIOR_WORK,
     pairing_table,
     score_table,
@@ -143,8 +143,8 @@ def test_pairing_table_reduction():
 def test_comparisons_pair_each_model_with_its_baselines_at_the_same_seeds():
     import numpy as np
 
-    from aot.metrics import frechet_distance, gaussian_stats
-    from aot.paired import comparisons_table
+    from aot.eval.metrics import frechet_distance, gaussian_stats
+    from aot.eval.paired import comparisons_table
 
     rng = np.random.default_rng(0)
     n, D = 200, 6
@@ -313,7 +313,7 @@ def test_write_tables_with_guidance_disabled(tmp_path):
 
 
 def test_write_tables_without_config_and_with_runs_but_no_discriminators(tmp_path):
-    from aot.tables import write_tables
+    from aot.report.tables import write_tables
 
     files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0)])
     write_tables(files, [], tmp_path / "a")
@@ -354,7 +354,7 @@ def coupling_study():
     AOT at N = 8 and N = 512 per seed, at two settings; one cond pair; straightness at rho 7 / 18 steps only."""
     import numpy as np
 
-    from aot.metrics import frechet_distance, gaussian_stats
+    from aot.eval.metrics import frechet_distance, gaussian_stats
 
     rng = np.random.default_rng(1)
     n, D = 120, 5
@@ -390,8 +390,8 @@ def coupling_study():
 def test_coupling_compares_each_model_with_the_edm_of_its_training_seed(coupling_study):
     import numpy as np
 
-    from aot.metrics import frechet_distance_difference
-    from aot.paired import coupling_table
+    from aot.eval.metrics import frechet_distance_difference
+    from aot.eval.paired import coupling_table
 
     c = coupling_study
     t = coupling_table(c["metrics"], c["stats"], c["features"], c["trajs"])
@@ -431,7 +431,7 @@ def test_coupling_compares_each_model_with_the_edm_of_its_training_seed(coupling
 
 
 def test_coupling_without_features_falls_back_to_the_score_difference(coupling_study):
-    from aot.paired import coupling_table
+    from aot.eval.paired import coupling_table
 
     c = coupling_study
     t = coupling_table(c["metrics"], c["stats"], {}, c["trajs"])
@@ -451,7 +451,7 @@ def test_coupling_without_features_falls_back_to_the_score_difference(coupling_s
 
 
 def test_coupling_labels_and_defaults_of_old_summaries():
-    from aot.paired import coupling_of, coupling_table
+    from aot.eval.paired import coupling_of, coupling_table
 
     old = dict(pairing="aot", pool=256)  # written before train recorded seed, block and group size
     assert coupling_of(old) == dict(seed=0, N=256, knn_k=None, coupling="aot N=256")
@@ -467,7 +467,7 @@ def test_coupling_labels_and_defaults_of_old_summaries():
 
 
 def test_write_tables_coupling(tmp_path, coupling_study):
-    from aot.tables import write_tables
+    from aot.report.tables import write_tables
 
     files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0), metric("aot8-uncond", "aot", 7, 18,
                                                                                       4.5)])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aot.checkpoint import load_checkpoint
-from aot.data import digits_dataset, save_dataset
-from aot.train import PoolSampler, TrainSpec, ema_beta, learning_rate, load_denoiser, train
+from aot.core.checkpoint import load_checkpoint
+from aot.data.datasets import digits_dataset, save_dataset
+from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, load_denoiser, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],
@@ -164,7 +164,7 @@ def test_ema_follows_edms_loop_from_the_first_step():
     written out here, step by step, on a tiny module."""
     import copy
 
-    from aot.train import _optimizer_step
+    from aot.training.loop import _optimizer_step
 
     spec = TrainSpec(batch=8, lr=0.1, lr_rampup_kimg=0, ema_halflife_kimg=0.5, ema_rampup_ratio=0.05)
     torch.manual_seed(0)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from aot.samplers import heun_sample, karras_sigmas
-from aot.trajectory import (
+from aot.sampling.samplers import heun_sample, karras_sigmas
+from aot.eval.trajectory import (
     TrajectoryMetrics,
     curvature,
     denoiser_grid,
@@ -140,7 +140,7 @@ def test_isotropic_gaussian_has_zero_curvature_but_positive_straightness():
 
 
 def test_curvature_matches_heun_sample_callback():
-    # Default float32 denoiser path: the same slopes and endpoint as aot.samplers.heun_sample.
+    # Default float32 denoiser path: the same slopes and endpoint as aot.sampling.samplers.heun_sample.
     z, D, steps = latents(), gaussian_denoiser(MU, S_ANISO), 10
     sigmas = karras_sigmas(steps, SIGMA_MIN, SIGMA_MAX, 7.0)
     d = []

@@ -94,9 +94,9 @@ def test_paper_dry_run_trains_ncsnpp_without_dg_classifier(cond):
 
 def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
     """The workflow's resolved config (rule resolved_config, run for real) of each shipped config file equals that
-    file validated alone, and equals what `python -m aot check-config`/`show-config` resolve (aot.config), with and
+    file validated alone, and equals what `python -m aot check-config`/`show-config` resolve (aot.config.resolve), with and
     without --config overrides."""
-    from aot.config import check_config, load_yaml, parse_cli_config, resolve_config
+    from aot.config.resolve import check_config, load_yaml, parse_cli_config, resolve_config
 
     copy_workflow(tmp_path)
     cases = [(None, []), (None, ["experiment=other", "guidance={enabled: false}"])]
@@ -117,9 +117,9 @@ def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
 
 def paper_cells(cond: str) -> set[tuple[str, str]]:
     """(arm, setting) of every cell of the paper's Tables 1/2, 4 (uncond) and 5, from aot/paper.py."""
-    from aot.config import setting_name
-    from aot.paper import TABLE1_ROWS, TABLE2_ROWS, TABLE4, TABLE4_RHOS, TABLE5, TABLE5_NFES
-    from aot.tables import TABLE5_RHOS
+    from aot.config.resolve import setting_name
+    from aot.report.paper import TABLE1_ROWS, TABLE2_ROWS, TABLE4, TABLE4_RHOS, TABLE5, TABLE5_NFES
+    from aot.report.tables import TABLE5_RHOS
 
     cells = {(arm, setting_name(rho, steps)) for _, arm, rho, steps, _, _ in
              (TABLE1_ROWS if cond == "uncond" else TABLE2_ROWS) if arm}

@@ -8,7 +8,7 @@ sys.path.insert(
     0, workflow.basedir
 )  # import aot from the checkout even when it is not pip-installed
 
-from aot.config import (
+from aot.config.resolve import (
     ConfigError,
     disc_spec as resolved_disc_spec,
     guided_names,

@@ -67,7 +67,7 @@ rule sample_guided:
 
 
 # DG's frozen ADM 32x32 classifier (extractor adm32), fetched once from the authors' Google Drive folder on the
-# login node (localrule) and checked to load into aot.adm's classifier. A copy put at guidance.extractor_weights by
+# login node (localrule) and checked to load into aot.models.adm's classifier. A copy put at guidance.extractor_weights by
 # hand (clusters without internet) is used as it is. protected(): the downloaded copy is made read-only, so that a
 # forced or triggered rerun stops with an error instead of deleting it, downloading it again (Google Drive quota) and
 # retraining every discriminator. No conda: directive, so that a change of the environment file is no rerun trigger.

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.functional import silu
 
-from aot.presets import ARCH_PRESETS  # EDM presets as plain data (the config resolver reads them too)
+from aot.models.presets import ARCH_PRESETS  # EDM presets as plain data (the config resolver reads them too)
 
 SKIP_SCALE = math.sqrt(0.5)  # EDM skip_scale: keeps the variance of residual sums at ~1
 

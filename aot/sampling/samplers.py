@@ -45,7 +45,7 @@ def heun_sample(
     z : Tensor, shape (B, C, H, W), unit Gaussian latents; sigmas : (steps + 1,) ending in 0.
     ``callback(i, x_i, denoised_i, sigma_i)`` sees every Euler step (for trajectory metrics).
     ``denoise_2nd`` (default: ``denoise``) is used for the 2nd order correction; Discriminator Guidance guides
-    only the Euler evaluation by default (``aot.guidance``).
+    only the Euler evaluation by default (``aot.sampling.guidance``).
     ``churn(i)`` (optional) returns each sample's gamma (B,) before step i, as EDM's stochastic sampler but per
     sample: x is re-noised from sigma_i to sigma_hat = sigma_i (1 + gamma) with fresh noise ``randn()`` (N(0, I)
     shaped like z, drawn on every step so that each sample's stream stays aligned) and the step starts from

@@ -1,8 +1,8 @@
 """Trajectory metrics for comparing EDM and EDM-AOT along deterministic Heun solves (paper-spec §6).
 
 All metrics follow the probability-flow ODE dx/dsigma = v(x; sigma) = (x - D(x; sigma)) / sigma solved from
-sigma_max down to 0 on the EDM rho-schedule (``aot.samplers.karras_sigmas``), with states carried in float64
-as ``aot.samplers.heun_sample`` does:
+sigma_max down to 0 on the EDM rho-schedule (``aot.sampling.samplers.karras_sigmas``), with states carried in float64
+as ``aot.sampling.samplers.heun_sample`` does:
 
 * straightness S (§6.2): (1 / (sigma_max - sigma_min)) * integral_{sigma_min}^{sigma_max}
   E||v(sigma) - vbar||^2 dsigma with the chord vbar = (x(sigma_max) - x(sigma_min)) / (sigma_max - sigma_min),
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from aot.checkpoint import atomic_write_bytes, write_json
-from aot.samplers import Denoiser, heun_sample, karras_sigmas
+from aot.core.checkpoint import atomic_write_bytes, write_json
+from aot.sampling.samplers import Denoiser, heun_sample, karras_sigmas
 
 # ----------------------------------------------------------------------------------------------------------
 # Heun building blocks (float64 state, denoiser called in ``denoise_dtype``, float32 as in heun_sample).
@@ -233,7 +233,7 @@ def denoiser_grid(
 
     z : Tensor, shape (B, C, H, W). Columns are the steps round(linspace(0, steps - 1, columns)), high to low
     sigma. Returns float32 (B, columns, C, H, W) clipped to [-1, 1]; for a PNG use
-    ``aot.generate.save_grid(path, aot.data.to_uint8(grid.flatten(0, 1)), nrow=columns)``.
+    ``aot.sampling.generate.save_grid(path, aot.data.datasets.to_uint8(grid.flatten(0, 1)), nrow=columns)``.
     """
     if not 1 <= columns <= steps:
         raise ValueError(f"columns must be in [1, steps={steps}], got {columns}")
@@ -260,7 +260,7 @@ def save_metrics_json(path: str | os.PathLike, m: TrajectoryMetrics, **meta) -> 
 
 def load_metrics_json(path: str | os.PathLike) -> tuple[TrajectoryMetrics, dict]:
     """Inverse of ``save_metrics_json``: (metrics, meta)."""
-    from aot.artifacts import read_json, reading
+    from aot.core.artifacts import read_json, reading
 
     obj = read_json(path, kind="trajectory metrics", rule="trajectory", keys=("metrics", "meta"))
     with reading(path, "trajectory metrics", "trajectory"):

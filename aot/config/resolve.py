@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -415,7 +415,7 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
 def network_spec(cfg: dict) -> dict:
     """The network settings a train job gets: the arch's EDM preset with the config's overrides applied, every key
     explicit (so the command shows dropout 0.13, 128 channels, ... rather than an empty override)."""
-    from aot.presets import ARCH_PRESETS
+    from aot.models.presets import ARCH_PRESETS
 
     net = cfg["network"]
     return copy.deepcopy({**ARCH_PRESETS[net["arch"]], **net.get("overrides", {})})
@@ -453,7 +453,7 @@ def write_resolved_config(cfg: dict, path: str | Path, log: str | Path | None = 
                           configfiles: list | None = None) -> None:
     """Write the resolved config as YAML (atomically). The file is itself a complete config: ``snakemake
     --configfile <it>`` runs the same experiment (a test checks that it resolves to the same dict)."""
-    from aot.checkpoint import atomic_write_text
+    from aot.core.checkpoint import atomic_write_text
 
     head = (f"# The resolved config of experiment {cfg['experiment']}: every key its jobs ran with, schema defaults "
             "filled in.\n# Written by the workflow (rule resolved_config); rerun the same experiment with "
@@ -471,8 +471,8 @@ def describe_config(cfg: dict) -> dict:
     Networks are built on torch's ``meta`` device (shapes only), so this takes about a second even for NCSN++."""
     import torch
 
-    from aot.networks import count_parameters
-    from aot.train import TrainSpec, build_denoiser
+    from aot.models.networks import count_parameters
+    from aot.training.loop import TrainSpec, build_denoiser
 
     shape = SOURCE_SHAPES[cfg["dataset"]["source"]]
     out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape,

@@ -80,10 +80,10 @@ CHECKPOINT_RULES = {"denoiser": ("train", "import_checkpoint"), "discriminator":
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` without unpickling any code.
 
-    A truncated, overwritten or foreign file raises one line (``aot.artifacts.ArtifactError``, a ValueError) that
+    A truncated, overwritten or foreign file raises one line (``aot.core.artifacts.ArtifactError``, a ValueError) that
     names it and the rule that remakes it.
     """
-    from aot.artifacts import artifact_error, read_torch
+    from aot.core.artifacts import artifact_error, read_torch
 
     path = Path(path)
     if not path.is_file():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from aot.checkpoint import atomic_write_text
-from aot.paired import FEATURES_METRIC, comparisons_table, coupling_table
-from aot.paper import (
+from aot.core.checkpoint import atomic_write_text
+from aot.eval.paired import FEATURES_METRIC, comparisons_table, coupling_table
+from aot.report.paper import (
     PAPER_ARM,
     TABLE1_ROWS,
     TABLE2_ROWS,
@@ -26,7 +26,7 @@ from aot.paper import (
     paper_fid,
     paper_fid_guided,
 )
-from aot.samplers import nfe as nfe_of
+from aot.sampling.samplers import nfe as nfe_of
 
 TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
 MISSING = "—"
@@ -405,7 +405,7 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     validated it); with it, every missing cell says which key left it out, without it what the files show."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from aot.artifacts import read_json, read_npz
+    from aot.core.artifacts import read_json, read_npz
 
     metrics = [read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)
                for p in metric_files]

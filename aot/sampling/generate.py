@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aot.data import to_uint8
-from aot.images import save_grid
-from aot.samplers import heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
+from aot.data.datasets import to_uint8
+from aot.core.samples import save_grid
+from aot.sampling.samplers import heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
 
 
 def generate(
@@ -40,13 +40,13 @@ def generate(
     """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
     weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
     ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
-    from aot.train import DivergenceError, load_denoiser
+    from aot.training.loop import DivergenceError, load_denoiser
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
     denoise, denoise_2nd, guidance = net, net, None
     if disc_path is not None:
-        from aot.discriminator import load_discriminator
-        from aot.guidance import boosted_heun_sample, with_discriminator
+        from aot.training.discriminator import load_discriminator
+        from aot.sampling.guidance import boosted_heun_sample, with_discriminator
 
         disc, disc_ckpt = load_discriminator(disc_path, device=device)
         window = dict(time_min=dg_time_min, time_max=dg_time_max)
@@ -106,8 +106,8 @@ def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str |
                      sigma_max: float = 80.0, device: str = "cpu", model: str = "") -> None:
     """Trajectory metrics (paper-spec §6) of one trained model at one (rho, steps), and its grid of denoiser
     outputs along the first ``grid_rows`` trajectories (the paper's Fig. 2/3)."""
-    from aot.train import load_denoiser
-    from aot.trajectory import denoiser_grid, save_metrics_json, trajectory_metrics
+    from aot.training.loop import load_denoiser
+    from aot.eval.trajectory import denoiser_grid, save_metrics_json, trajectory_metrics
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
     arch = ckpt["ctor"]["network"]

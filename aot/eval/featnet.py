@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aot.data import to_float
+from aot.data.datasets import to_float
 
 FEATNET_NAME = "featnet-v1"  # reported beside every FD number; bump it whenever the architecture changes
 
@@ -167,7 +167,7 @@ def train_featnet(
     model : FeatureNet
         In eval mode, on ``device``.
     ctor : dict
-        Constructor kwargs, ``FeatureNet(**ctor)`` rebuilds it (for :mod:`aot.checkpoint`).
+        Constructor kwargs, ``FeatureNet(**ctor)`` rebuilds it (for :mod:`aot.core.checkpoint`).
     info : dict
         ``train_accuracy``, ``test_accuracy`` (after training, no augmentation), ``epochs``, ``seconds``,
         ``name`` (:data:`FEATNET_NAME`).

@@ -1,6 +1,6 @@
 """EDM training with and without AOT noise pairing (paper-spec §1.2-1.4, §2.2-2.4).
 
-Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.pairing, in a background thread,
+Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.training.pairing, in a background thread,
 one pool ahead) -> stream the N pairs in micro-batches of ``batch_gpu`` through EDM's loss -> Adam step every
 ``batch / processes`` images -> EMA. Resumable state lives in ``run_dir`` (not a Snakemake output, so a rerun
 does not delete it); the rule's outputs are the final EMA network and a JSON summary.
@@ -27,23 +27,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from aot import pairing
-from aot.artifacts import read_jsonl, read_state, reading
-from aot.augment import AUGMENT_DIM, augment_pipe_from_config
-from aot.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, write_json
-from aot.data import Dataset, to_float
-from aot.loss import edm_loss, sample_sigma
-from aot.networks import network_ctor
-from aot.precond import EDMPrecond
+from aot.training import pairing
+from aot.core.artifacts import read_jsonl, read_state, reading
+from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
+from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, write_json
+from aot.data.datasets import Dataset, to_float
+from aot.training.loss import edm_loss, sample_sigma
+from aot.models.networks import network_ctor
+from aot.models.precond import EDMPrecond
 
 
 @dataclass
 class TrainSpec:
     """Everything that defines a training run (the rule passes it as JSON). Units: kimg = 1000 images."""
 
-    pairing: str = "aot"  # aot.pairing method: none (EDM) | aot | aot-sq | immiscible | knn
+    pairing: str = "aot"  # aot.training.pairing method: none (EDM) | aot | aot-sq | immiscible | knn
     cond: bool = False  # class-conditional model (per-class pairing when pairing != none)
-    arch: str = "ddpmpp"  # aot.networks preset
+    arch: str = "ddpmpp"  # aot.models.networks preset
     network: dict = field(default_factory=dict)  # overrides of the preset (model_channels, ...)
     kimg: float = 200.0  # training length
     batch: int = 512  # global batch per optimizer step
@@ -106,7 +106,7 @@ class Pool(NamedTuple):
     y: torch.Tensor  # (N, C, H, W) augmented images in [-1, 1]
     labels: torch.Tensor  # (N,) class indices
     aug: torch.Tensor | None  # (N, 9) augmentation labels, None without augmentation
-    pairing: Future  # of aot.pairing.Pairing, computed in the background
+    pairing: Future  # of aot.training.pairing.Pairing, computed in the background
 
 
 # ----------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: in
 
 
 def denoiser_from_ctor(ctor: dict) -> EDMPrecond:
-    from aot.networks import SongUNet
+    from aot.models.networks import SongUNet
 
     return EDMPrecond(SongUNet(**ctor["network"]), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aot.checkpoint import atomic_write_bytes  # noqa: E402
+from aot.core.checkpoint import atomic_write_bytes  # noqa: E402
 
 
 def _legend(ax, **kw) -> None:
@@ -197,7 +197,7 @@ def plot_coupling_straightness(df, path) -> None:
 
 def plot_coupling(csv_path, fd_path, straightness_path) -> list[Path]:
     """Both coupling figures from the tables stage's ``coupling.csv``; a centred message where nothing to draw."""
-    from aot.artifacts import reading
+    from aot.core.artifacts import reading
 
     with reading(csv_path, "coupling table", "tables"):
         try:
@@ -214,9 +214,9 @@ def plot_coupling(csv_path, fd_path, straightness_path) -> list[Path]:
 def write_figures(metric_files, stats_files, trajectory_files, out_dir, coupling_csv=None) -> list[Path]:
     """Every figure; ``coupling_csv``: the tables stage's coupling.csv, adds coupling.png and
     coupling-straightness.png."""
-    from aot.artifacts import read_json, reading
-    from aot.tables import METRICS_KEYS, score_table
-    from aot.trajectory import load_metrics_json, plot_metrics
+    from aot.core.artifacts import read_json, reading
+    from aot.report.tables import METRICS_KEYS, score_table
+    from aot.eval.trajectory import load_metrics_json, plot_metrics
 
     out_dir = Path(out_dir)
     scores = score_table([read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)

@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aot.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_state_dict_file
-from aot.artifacts import read_state
-from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
-from aot.data import Dataset, sha256_file, to_float
-from aot.guidance import T_MIN, perturb, sample_vp_time
-from aot.pairing import pair_noise
+from aot.models.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_state_dict_file
+from aot.core.artifacts import read_state
+from aot.core.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
+from aot.data.datasets import Dataset, sha256_file, to_float
+from aot.sampling.guidance import T_MIN, perturb, sample_vp_time
+from aot.training.pairing import pair_noise
 
 EXTRACTORS = ("none", "adm32")
 PAIRINGS = ("none", "aot")
@@ -145,7 +145,7 @@ class DiscSpec:
     t_min: float = T_MIN
     extractor: str = "none"  # "none" | "adm32"
     extractor_weights: str = ""  # DG's 32x32_classifier.pt when extractor == "adm32"
-    head: dict = field(default_factory=dict)  # overrides of aot.adm.DG_HEAD
+    head: dict = field(default_factory=dict)  # overrides of aot.models.adm.DG_HEAD
     device: str = "cpu"
 
     @classmethod
@@ -220,7 +220,7 @@ def _check_finite(loss_sum: float, head: nn.Module, *, epoch: int, spec: DiscSpe
                   state_path: Path | None, history: list[dict]) -> None:
     """After each epoch, before its state is saved: the epoch's loss and the head's weights must be finite, else
     stop with one line (DivergenceError) and keep the last good state. One fused check, no random draw."""
-    from aot.train import DivergenceError, finite_flags
+    from aot.training.loop import DivergenceError, finite_flags
 
     bad_weights = not finite_flags([], head)[1].item()
     what = [w for w, b in (("loss", not math.isfinite(loss_sum)), ("head weights", bad_weights)) if b]

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aot.checkpoint import save_checkpoint
-from aot.networks import ARCH_PRESETS, SongUNet, count_parameters
-from aot.precond import EDMPrecond
+from aot.core.checkpoint import save_checkpoint
+from aot.models.networks import ARCH_PRESETS, SongUNet, count_parameters
+from aot.models.precond import EDMPrecond
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
@@ -307,7 +307,7 @@ def songunet_kwargs(info: dict) -> dict:
     """Map what :func:`read_edm_pickle` found onto the full, JSON-safe kwargs of our SongUNet."""
     if info["class_name"] != "EDMPrecond":
         raise ValueError(f"only EDMPrecond networks can be imported (found {info['class_name']}): "
-                         "VP/VE/iDDPM preconditioning differs from aot.precond.EDMPrecond")
+                         "VP/VE/iDDPM preconditioning differs from aot.models.precond.EDMPrecond")
     if info["model_class_name"] != "SongUNet":
         raise ValueError(f"only SongUNet backbones (DDPM++/NCSN++) are implemented, found "
                          f"{info['model_class_name']}")
@@ -320,7 +320,7 @@ def songunet_kwargs(info: dict) -> dict:
                   img_resolution=pre.get("img_resolution"), label_dim=pre.get("label_dim", 0))
     unknown = sorted(set(kw) - set(_SONGUNET_ARGS))
     if unknown:
-        raise ValueError(f"SongUNet kwargs {unknown} in the pickle are unknown to aot.networks.SongUNet")
+        raise ValueError(f"SongUNet kwargs {unknown} in the pickle are unknown to aot.models.networks.SongUNet")
     missing = [k for k in ("img_resolution", "in_channels", "out_channels") if kw.get(k) is None]
     if missing:
         raise ValueError(f"the pickle records no {missing} for the backbone")
@@ -388,7 +388,7 @@ def import_edm_checkpoint(src: str | Path, out: str | Path, *, key: str = "ema",
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m aot.import_ckpt SRC OUT [--key ema] [--pairing ot]``."""
+    """``python -m aot.models.released SRC OUT [--key ema] [--pairing ot]``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src", type=Path, help="EDM/EDM-AOT network pickle (.pkl)")
     p.add_argument("out", type=Path, help="denoiser checkpoint to write (.pt)")

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aot.checkpoint import atomic_write_bytes
+from aot.core.checkpoint import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset not found: {path} (run `python -m aot prepare` first)")
-    from aot.artifacts import read_npz, reading
+    from aot.core.artifacts import read_npz, reading
 
     keys = ["train_images", "train_labels", "test_images", "test_labels", "meta"]
     z = read_npz(path, keys, kind="prepared dataset", rule="prepare_dataset")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aot.checkpoint import atomic_write_bytes
+from aot.core.checkpoint import atomic_write_bytes
 
 
 def save_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -23,9 +23,9 @@ SAMPLE_RULES = ("sample", "sample_guided")
 def load_samples(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Concatenate sample shards -> (images, labels, seeds, metas); refuses overlapping seeds.
 
-    A corrupt shard raises one line naming it and the rule that remakes it (``aot.artifacts.ArtifactError``).
+    A corrupt shard raises one line naming it and the rule that remakes it (``aot.core.artifacts.ArtifactError``).
     """
-    from aot.artifacts import artifact_error, read_npz, reading
+    from aot.core.artifacts import artifact_error, read_npz, reading
 
     imgs, labels, seeds, metas = [], [], [], []
     for p in paths:

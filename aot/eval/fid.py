@@ -10,7 +10,7 @@ prepared dataset.
 Assets are looked up, never silently replaced, and a missing one raises :class:`MissingAssetError` with one
 line that names the file, where it was looked for and the config key that points to it. Downloads use
 clean-fid's own functions into a temporary folder next to clean-fid's cache and are renamed into place, so an
-interrupted download never leaves a half file. The Frechet distance itself is :mod:`aot.metrics`.
+interrupted download never leaves a half file. The Frechet distance itself is :mod:`aot.eval.metrics`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aot.metrics import frechet_distance, gaussian_stats, load_stats
+from aot.eval.metrics import frechet_distance, gaussian_stats, load_stats
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 # Where clean-fid caches its downloads (cleanfid/features.py: feature_extractor, get_reference_statistics);
@@ -126,8 +126,8 @@ def fetch_inception(out: str | os.PathLike) -> dict:
 
     from cleanfid import downloads_helper
 
-    from aot.checkpoint import atomic_write_text
-    from aot.data import sha256_file
+    from aot.core.checkpoint import atomic_write_text
+    from aot.data.datasets import sha256_file
 
     out, url = Path(out), _inception_url()
     downloaded = not (out.is_file() and out.stat().st_size > 0)
@@ -168,7 +168,7 @@ def _cleanfid_stats_dir() -> Path:
 
 
 def _read_stats(path: Path, key_hint: str) -> tuple[np.ndarray, np.ndarray]:
-    from aot.artifacts import ArtifactError
+    from aot.core.artifacts import ArtifactError
 
     try:
         mu, sigma, _ = load_stats(path)
@@ -257,7 +257,7 @@ def verify_inception(weights: str | os.PathLike, sha256: str | None = None) -> s
     wrote when it downloaded the file from clean-fid's URL. Anything else is refused with one line that names the
     file and gives its sha256 to put in the config once you trust it.
     """
-    from aot.data import sha256_file
+    from aot.data.datasets import sha256_file
 
     weights = Path(weights)
     digest = sha256_file(weights)
@@ -352,7 +352,7 @@ def dataset_stats(
 
 
 def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
-    """FID of one feature set against reference statistics (paper-spec §4; aot.metrics.frechet_distance)."""
+    """FID of one feature set against reference statistics (paper-spec §4; aot.eval.metrics.frechet_distance)."""
     mu, sigma = gaussian_stats(feats)
     return frechet_distance(mu, sigma, mu_ref, sigma_ref)
 

@@ -5,7 +5,7 @@ Drive folder :data:`FOLDER_URL` for ``DG/checkpoints/ADM_classifier/32x32_classi
 ``guidance.extractor: adm32`` the workflow needs it at ``guidance.extractor_weights``.
 :func:`fetch_dg_classifier` lists that folder with ``gdown`` (imported only when a download is needed), downloads
 that one file into a temporary folder beside the destination, checks that it is a tensors-only state_dict that
-loads with ``strict=True`` into :class:`aot.adm.EncoderUNet` built with :data:`aot.adm.ADM_CLASSIFIER_32` (every
+loads with ``strict=True`` into :class:`aot.models.adm.EncoderUNet` built with :data:`aot.models.adm.ADM_CLASSIFIER_32` (every
 key name and every shape, compared against that module's own state_dict; float tensors with finite values), and
 only then renames it into place and writes ``<out>.sha256`` (``sha256sum`` format). No checksum of the authors'
 file is published, so none is pinned here: the discriminator records the sha256 of the file it was trained with.
@@ -44,10 +44,10 @@ def _fail(what: str, out: Path) -> DGAssetError:
 
 @functools.cache
 def expected_shapes() -> dict[str, tuple[int, ...]]:
-    """State_dict key -> shape of aot.adm's ADM 32x32 classifier (the module DG's file loads into)."""
+    """State_dict key -> shape of aot.models.adm's ADM 32x32 classifier (the module DG's file loads into)."""
     import torch
 
-    from aot.adm import ADM_CLASSIFIER_32, EncoderUNet
+    from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet
 
     # Built on the CPU (~1 s, 191 MB, freed on return): on the meta device its one randn imports torch._dynamo,
     # which is slower and needs more memory than the module itself.
@@ -57,10 +57,10 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 
 def verify_classifier(path: str | Path) -> None:
     """Raise ValueError (one line) unless ``path`` is a state_dict that loads with ``strict=True`` into
-    aot.adm's ADM 32x32 classifier: the same key names, the same shapes, float tensors with finite values."""
+    aot.models.adm's ADM 32x32 classifier: the same key names, the same shapes, float tensors with finite values."""
     import torch
 
-    from aot.adm import load_state_dict_file
+    from aot.models.adm import load_state_dict_file
 
     path = Path(path)
     try:
@@ -92,7 +92,7 @@ def verify_classifier(path: str | Path) -> None:
 
 
 def _sha256(path: Path) -> str:
-    from aot.data import sha256_file
+    from aot.data.datasets import sha256_file
 
     return sha256_file(path)
 

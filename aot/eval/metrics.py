@@ -2,7 +2,7 @@
 
 Pure NumPy/SciPy: every function takes feature arrays or Gaussian statistics and returns numbers, so the
 same code scores Inception-v3 pool features (FID, paper-spec §4) and the small-data feature network of
-:mod:`aot.featnet` (reported as "FD (featnet-v1)", never as FID).
+:mod:`aot.eval.featnet` (reported as "FD (featnet-v1)", never as FID).
 
 Conventions follow EDM's ``fid.py`` and clean-fid's ``fid.py``:
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from aot.checkpoint import atomic_write_bytes
+from aot.core.checkpoint import atomic_write_bytes
 
 # ----------------------------------------------------------------------------
 # Gaussian statistics and the Frechet distance.
@@ -298,9 +298,9 @@ def load_stats(path: str | os.PathLike, *, rule: str | None = "fid_ref",
     """Read a file written by :func:`save_stats` (or an EDM reference ``.npz``) -> (mu, sigma, meta).
 
     A corrupt file raises one line naming it and ``rule``, the workflow rule that remakes it (default ``fid_ref``;
-    None: generic advice), as ``aot.artifacts.ArtifactError`` (a ValueError).
+    None: generic advice), as ``aot.core.artifacts.ArtifactError`` (a ValueError).
     """
-    from aot.artifacts import read_npz, reading
+    from aot.core.artifacts import read_npz, reading
 
     z = read_npz(path, ["mu", "sigma"], optional=["meta"], kind=kind, rule=rule)
     with reading(path, kind, rule):

@@ -3,7 +3,7 @@
 ``comparisons_table``: each model against its baseline in one run (AOT vs EDM, guided vs unguided, a discriminator
 trained with AOT-paired noise vs without). ``coupling_table``: each noise coupling against the EDM model of the same
 training seed, averaged over seeds with their spread, beside the coupling's measured pair-distance reduction.
-Both pair on evaluate's per-image features (:func:`aot.metrics.frechet_distance_difference`, paired jackknife std).
+Both pair on evaluate's per-image features (:func:`aot.eval.metrics.frechet_distance_difference`, paired jackknife std).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _seed_difference(a: dict, b: dict, metric_key: str, groups: int) -> tuple[fl
     """Model ``a`` minus its baseline ``b`` at one setting: (difference, paired jackknife std, paired). Paired on
     the features when both have them; None when those are not at the same seeds or feature space; else the
     difference of the two scores (unpaired, no std)."""
-    from aot.metrics import frechet_distance_difference
+    from aot.eval.metrics import frechet_distance_difference
 
     fa, fb = a["f"], b["f"]
     if fa is None or fb is None:

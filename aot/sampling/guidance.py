@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from aot.samplers import Denoiser, heun_sample
+from aot.sampling.samplers import Denoiser, heun_sample
 
 BETA_0 = 0.1  # VP-SDE beta(t) = beta_0 + t (beta_1 - beta_0), t in [0, 1] (Song et al. 2021; DG)
 BETA_1 = 20.0

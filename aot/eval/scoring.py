@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aot.artifacts import read_npz
-from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
-from aot.data import load_dataset
+from aot.core.artifacts import read_npz
+from aot.core.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
+from aot.data.datasets import load_dataset
 
 
 def fit_featnet(dataset: str | Path, out: str | Path, ref_out: str | Path, *, epochs: int, batch_size: int,
                 lr: float, seed: int, progress: bool = True) -> dict:
     """Train the feature net on the training split; write it and the reference features of that split."""
-    from aot.featnet import extract_features, train_featnet
+    from aot.eval.featnet import extract_features, train_featnet
 
     ds = load_dataset(dataset)
     model, ctor, info = train_featnet(ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
@@ -38,7 +38,7 @@ def fit_featnet(dataset: str | Path, out: str | Path, ref_out: str | Path, *, ep
 
 
 def load_featnet(path: str | Path):
-    from aot.featnet import FeatureNet
+    from aot.eval.featnet import FeatureNet
 
     ckpt = load_checkpoint(path, kind="featnet")
     model = FeatureNet(**ckpt["ctor"])
@@ -57,9 +57,9 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
     (npz), so that the tables stage can compare two models sampled at the same seeds (``metrics.
     frechet_distance_difference``).
     """
-    from aot.data import to_float
-    from aot.featnet import extract_features
-    from aot.metrics import frechet_distance, frechet_distance_jackknife, gaussian_stats, kernel_inception_distance
+    from aot.data.datasets import to_float
+    from aot.eval.featnet import extract_features
+    from aot.eval.metrics import frechet_distance, frechet_distance_jackknife, gaussian_stats, kernel_inception_distance
 
     if fd_jackknife == 1 or fd_jackknife < 0:
         raise ValueError(f"fd_jackknife={fd_jackknife}: use 0 (off) or at least 2 groups")
@@ -95,8 +95,8 @@ def featnet_scores(images: np.ndarray, labels: np.ndarray, featnet: str | Path, 
 def inception_scores(images: np.ndarray, seeds: np.ndarray, fid_ref: str | Path, *, weights: str | None,
                      block: int, device: str, sha256: str | None = None) -> dict:
     """Inception FID (clean-fid legacy_tensorflow) per disjoint block of seeds; min and mean, as the paper."""
-    from aot.fid import InceptionFeatures, fid_blocks, inception_weights
-    from aot.metrics import load_stats
+    from aot.eval.fid import InceptionFeatures, fid_blocks, inception_weights
+    from aot.eval.metrics import load_stats
 
     mu, sigma, _ = load_stats(fid_ref)
     features = InceptionFeatures(inception_weights(weights), device=device, sha256=sha256)
@@ -134,7 +134,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
           inception_weights: str | None = None, inception_sha256: str | None = None,
           fid_block: int = 50000, device: str = "cpu") -> dict:
     """Score the concatenated sample shards with each requested metric; write one JSON."""
-    from aot.images import load_samples
+    from aot.core.samples import load_samples
 
     t0 = time.perf_counter()
     images, labels, seeds, metas = load_samples(sample_paths)
@@ -165,8 +165,8 @@ def fid_reference(source: str, out: str | Path, *, dataset: str | Path | None = 
                   device: str = "cpu", sha256: str | None = None) -> dict:
     """Inception reference statistics: clean-fid's CIFAR-10 train stats, a local npz, or the prepared
     dataset's training split (computed here once; the DAG caches the file)."""
-    from aot.fid import InceptionFeatures, dataset_stats, inception_weights, reference_stats
-    from aot.metrics import save_stats
+    from aot.eval.fid import InceptionFeatures, dataset_stats, inception_weights, reference_stats
+    from aot.eval.metrics import save_stats
 
     if source == "dataset":
         ds = load_dataset(dataset)
