@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from aot.training import pairing
 from aot.data.datasets import Dataset, digits_dataset, synthetic_dataset
+from aot.training import pairing
 from aot.training.loop import TrainSpec, train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -307,8 +307,8 @@ def test_corrupt_training_state_says_to_restart(tmp_path):
 
 
 def test_corrupt_training_log_and_trajectory_metrics(tmp_path):
-    from aot.training.loop import _truncate_log
     from aot.eval.trajectory import load_metrics_json
+    from aot.training.loop import _truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 0.5, "loss": 1.0}\n{"kimg": 1.0, "lo')  # cut mid-line by a kill

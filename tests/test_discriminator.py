@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from aot.core.samples import save_samples
 from aot.data.datasets import Dataset
+from aot.models.discriminator import load_discriminator
 from aot.training.discriminator import (
     DiscSpec,
     build_ctor,
-    load_discriminator,
     train_discriminator,
     training_set,
 )
-from aot.core.samples import save_samples
 
 HEAD = {"model_channels": 32, "num_head_channels": 32, "num_res_blocks": 1}
 
@@ -111,7 +111,7 @@ def test_bad_specs_fail_with_one_clear_line(tmp_path):
 
 def test_adm32_extractor_weights_are_checked_by_sha256(tmp_path):
     from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet
-    from aot.training.discriminator import discriminator_from_ctor
+    from aot.models.discriminator import discriminator_from_ctor
 
     weights = tmp_path / "32x32_classifier.pt"
     torch.save(EncoderUNet(**ADM_CLASSIFIER_32).state_dict(), weights)

@@ -19,12 +19,13 @@ import aot.training.discriminator
 import aot.training.loop
 from aot.__main__ import main
 from aot.core.checkpoint import load_checkpoint, save_checkpoint
+from aot.core.numerics import DivergenceError, finite_flags
+from aot.core.samples import save_samples
 from aot.data.datasets import digits_dataset, save_dataset
-from aot.training.discriminator import DiscSpec, train_discriminator
 from aot.eval.scoring import refuse_constant, score
 from aot.sampling.generate import generate
-from aot.core.samples import save_samples
-from aot.training.loop import DivergenceError, finite_flags, train
+from aot.training.discriminator import DiscSpec, train_discriminator
+from aot.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

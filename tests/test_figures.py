@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from aot.report.figures import plot_coupling
 from aot.eval.paired import COUPLING_COLUMNS, coupling_table
+from aot.report.figures import plot_coupling
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

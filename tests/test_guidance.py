@@ -11,18 +11,9 @@ import scipy.integrate
 import scipy.stats
 import torch
 
+from aot.models.vp import BETA_0, BETA_1, perturb, sample_vp_time, vp_alpha, vp_std, vp_time_of_sigma
 from aot.sampling import guidance
-from aot.sampling.guidance import (
-    BETA_0,
-    BETA_1,
-    grad_log_ratio,
-    perturb,
-    sample_vp_time,
-    vp_alpha,
-    vp_std,
-    vp_time_of_sigma,
-    with_discriminator,
-)
+from aot.sampling.guidance import grad_log_ratio, with_discriminator
 from aot.sampling.samplers import heun_sample, karras_sigmas
 
 

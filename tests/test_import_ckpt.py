@@ -25,6 +25,9 @@ import numpy as np
 import pytest
 import torch
 
+from aot.models.denoiser import load_denoiser
+from aot.models.networks import Conv2d, SongUNet, UNetBlock, count_parameters, network_ctor
+from aot.models.precond import EDMPrecond
 from aot.models.released import (
     ALLOWED_GLOBALS,
     CheckpointFormatError,
@@ -33,9 +36,6 @@ from aot.models.released import (
     import_edm_checkpoint,
     read_edm_pickle,
 )
-from aot.models.networks import Conv2d, SongUNet, UNetBlock, count_parameters, network_ctor
-from aot.models.precond import EDMPrecond
-from aot.training.loop import load_denoiser
 
 SMALL = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1, 2],
              num_blocks=1, attn_resolutions=[4], dropout=0.13)

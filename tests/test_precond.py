@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from aot.training.loss import edm_loss, loss_weight, sample_sigma
 from aot.models.precond import EDMPrecond, edm_coefficients
+from aot.training.loss import edm_loss, loss_weight, sample_sigma
 
 
 @pytest.mark.parametrize("sigma_data", [0.5, 1.0])

@@ -30,8 +30,8 @@ from wfcopy import copy_workflow
 
 from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import sha256_file
+from aot.models.denoiser import load_denoiser
 from aot.models.networks import count_parameters
-from aot.training.loop import load_denoiser
 
 pytestmark = pytest.mark.slow
 

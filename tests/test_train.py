@@ -13,7 +13,8 @@ import torch
 
 from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import digits_dataset, save_dataset
-from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, load_denoiser, train
+from aot.models.denoiser import load_denoiser
+from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],

@@ -15,7 +15,6 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from aot.sampling.samplers import heun_sample, karras_sigmas
 from aot.eval.trajectory import (
     TrajectoryMetrics,
     curvature,
@@ -28,6 +27,7 @@ from aot.eval.trajectory import (
     trajectory_metrics,
     trapezoid_weights,
 )
+from aot.sampling.samplers import heun_sample, karras_sigmas
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 MU = 0.3

@@ -67,8 +67,8 @@ def cmd_featnet(a) -> None:
 
 
 def cmd_sample(a) -> None:
-    from aot.sampling.generate import generate
     from aot.core.samples import save_grid, save_samples
+    from aot.sampling.generate import generate
 
     _threads(a.threads)
     if (a.dg_weight or a.dg_weight_2nd or a.dg_boosting) and a.disc is None:
@@ -83,9 +83,9 @@ def cmd_sample(a) -> None:
 
 
 def cmd_train_disc(a) -> None:
+    from aot.core.samples import load_samples
     from aot.data.datasets import load_dataset
     from aot.training.discriminator import DiscSpec, train_discriminator
-    from aot.core.samples import load_samples
 
     _threads(a.threads)
     spec = DiscSpec.from_dict(json.loads(a.spec))
@@ -118,7 +118,7 @@ def cmd_fid_ref(a) -> None:
 
 
 def cmd_trajectory(a) -> None:
-    from aot.sampling.generate import trajectory_stage
+    from aot.eval.trajectory import trajectory_stage
 
     _threads(a.threads)
     trajectory_stage(a.ckpt, a.out, a.grid, rho=a.rho, steps=a.steps, seeds=a.seeds, grid_rows=a.grid_rows,

@@ -1,0 +1,6 @@
+"""Datasets in the project's on-disk format (``datasets``: uint8 images, labels and metadata in one ``.npz``):
+scikit-learn's digits, the CIFAR-10 python archive (read as data, never unpickled as code), synthetic data for tests,
+per-class subsets.
+
+May import :mod:`aot.core` only.
+"""

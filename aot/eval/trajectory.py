@@ -24,12 +24,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from aot.core.checkpoint import atomic_write_bytes, write_json
-from aot.sampling.samplers import Denoiser, heun_sample, karras_sigmas
+from aot.core.samples import save_grid
+from aot.data.datasets import to_uint8
+from aot.sampling.samplers import Denoiser, heun_sample, karras_sigmas, nfe, seeded_latents
 
 # ----------------------------------------------------------------------------------------------------------
 # Heun building blocks (float64 state, denoiser called in ``denoise_dtype``, float32 as in heun_sample).
@@ -290,3 +293,27 @@ def plot_metrics(path_png: str | os.PathLike, runs: dict[str, TrajectoryMetrics]
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     atomic_write_bytes(path_png, lambda f: f.write(buf.getvalue()))
+
+
+def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str | Path, *, rho: float, steps: int,
+                     seeds: range, grid_rows: int = 4, columns: int = 11, fine_steps: int = 256,
+                     ref_substeps: int = 64, ref_steps: int = 512, sigma_min: float = 0.002,
+                     sigma_max: float = 80.0, device: str = "cpu", model: str = "") -> None:
+    """Trajectory metrics (paper-spec §6) of one trained model at one (rho, steps), and its grid of denoiser
+    outputs along the first ``grid_rows`` trajectories (the paper's Fig. 2/3)."""
+    from aot.models.denoiser import load_denoiser
+
+    net, ckpt = load_denoiser(ckpt_path, device=device)
+    arch = ckpt["ctor"]["network"]
+    shape = (arch["in_channels"], arch["img_resolution"], arch["img_resolution"])
+    z, y = seeded_latents(seeds, shape, num_classes=net.label_dim, device=device)
+    m = trajectory_metrics(net, z, steps=steps, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max, labels=y,
+                           fine_steps=fine_steps, ref_substeps=ref_substeps, ref_steps=ref_steps)
+    save_metrics_json(out_json, m, model=model, rho=rho, steps=steps, nfe=nfe(steps), seed_first=seeds[0],
+                      seed_last=seeds[-1], num_images=len(seeds), pairing=ckpt["config"]["pairing"],
+                      cond=bool(ckpt["config"]["cond"]), fine_steps=fine_steps, ref_substeps=ref_substeps,
+                      ref_steps=ref_steps)
+    rows = min(grid_rows, len(seeds))
+    g = denoiser_grid(net, z[:rows], steps=steps, rho=rho, columns=columns,
+                      labels=y[:rows] if y is not None else None, sigma_min=sigma_min, sigma_max=sigma_max)
+    save_grid(out_png, to_uint8(g.flatten(0, 1)), nrow=columns)

@@ -215,8 +215,8 @@ def write_figures(metric_files, stats_files, trajectory_files, out_dir, coupling
     """Every figure; ``coupling_csv``: the tables stage's coupling.csv, adds coupling.png and
     coupling-straightness.png."""
     from aot.core.artifacts import read_json, reading
-    from aot.report.tables import METRICS_KEYS, score_table
     from aot.eval.trajectory import load_metrics_json, plot_metrics
+    from aot.report.tables import METRICS_KEYS, score_table
 
     out_dir = Path(out_dir)
     scores = score_table([read_json(p, kind="metrics JSON", rule="evaluate", keys=METRICS_KEYS)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from aot.data.datasets import to_uint8
-from aot.core.samples import save_grid
 from aot.sampling.samplers import heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
 
 
@@ -40,12 +39,13 @@ def generate(
     """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
     weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
     ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
-    from aot.training.loop import DivergenceError, load_denoiser
+    from aot.core.numerics import DivergenceError
+    from aot.models.denoiser import load_denoiser
 
     net, ckpt = load_denoiser(ckpt_path, device=device)
     denoise, denoise_2nd, guidance = net, net, None
     if disc_path is not None:
-        from aot.training.discriminator import load_discriminator
+        from aot.models.discriminator import load_discriminator
         from aot.sampling.guidance import boosted_heun_sample, with_discriminator
 
         disc, disc_ckpt = load_discriminator(disc_path, device=device)
@@ -100,26 +100,3 @@ def generate(
                 seeds=np.array(seeds, dtype=np.int64), meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
-def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str | Path, *, rho: float, steps: int,
-                     seeds: range, grid_rows: int = 4, columns: int = 11, fine_steps: int = 256,
-                     ref_substeps: int = 64, ref_steps: int = 512, sigma_min: float = 0.002,
-                     sigma_max: float = 80.0, device: str = "cpu", model: str = "") -> None:
-    """Trajectory metrics (paper-spec §6) of one trained model at one (rho, steps), and its grid of denoiser
-    outputs along the first ``grid_rows`` trajectories (the paper's Fig. 2/3)."""
-    from aot.training.loop import load_denoiser
-    from aot.eval.trajectory import denoiser_grid, save_metrics_json, trajectory_metrics
-
-    net, ckpt = load_denoiser(ckpt_path, device=device)
-    arch = ckpt["ctor"]["network"]
-    shape = (arch["in_channels"], arch["img_resolution"], arch["img_resolution"])
-    z, y = seeded_latents(seeds, shape, num_classes=net.label_dim, device=device)
-    m = trajectory_metrics(net, z, steps=steps, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max, labels=y,
-                           fine_steps=fine_steps, ref_substeps=ref_substeps, ref_steps=ref_steps)
-    save_metrics_json(out_json, m, model=model, rho=rho, steps=steps, nfe=nfe(steps), seed_first=seeds[0],
-                      seed_last=seeds[-1], num_images=len(seeds), pairing=ckpt["config"]["pairing"],
-                      cond=bool(ckpt["config"]["cond"]), fine_steps=fine_steps, ref_substeps=ref_substeps,
-                      ref_steps=ref_steps)
-    rows = min(grid_rows, len(seeds))
-    g = denoiser_grid(net, z[:rows], steps=steps, rho=rho, columns=columns,
-                      labels=y[:rows] if y is not None else None, sigma_min=sigma_min, sigma_max=sigma_max)
-    save_grid(out_png, to_uint8(g.flatten(0, 1)), nrow=columns)

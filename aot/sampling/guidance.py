@@ -11,8 +11,7 @@ with the discriminator read at VP time tau(sigma) on the VP-scaled input x_vp = 
 grad_x log r = alpha(tau) grad_{x_vp} log r. ``with_discriminator`` returns that guided denoiser; samplers run it
 unchanged (``samplers.heun_sample(..., denoise_2nd=...)`` lets DG's default guide only the Euler evaluation).
 
-Also here: the VP-SDE schedule, DG's importance-sampled training times (closed forms, tested), and
-``boosted_heun_sample``, DG's EDM-G++ sampler with "boosting" (extra churn and a doubled guidance weight for the
+Also here: ``boosted_heun_sample``, DG's EDM-G++ sampler with "boosting" (extra churn and a doubled guidance weight for the
 samples the discriminator currently rejects; DG's README uses it for conditional CIFAR-10).
 """
 
@@ -23,68 +22,13 @@ from collections.abc import Callable
 
 import torch
 
+from aot.models.vp import vp_alpha, vp_time_of_sigma
 from aot.sampling.samplers import Denoiser, heun_sample
 
-BETA_0 = 0.1  # VP-SDE beta(t) = beta_0 + t (beta_1 - beta_0), t in [0, 1] (Song et al. 2021; DG)
-BETA_1 = 20.0
-T_MIN = 1e-5  # smallest training time of the discriminator (DG)
 P_CLIP = 1e-5  # d is clipped to [P_CLIP, 1 - P_CLIP] before the log ratio (DG)
 
 # A discriminator: (x_vp (B, C, H, W), tau (B,), labels (B,) int or None) -> logits (B,).
 Discriminator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-# ----------------------------------------------------------------------------
-# VP-SDE schedule.
-
-
-def integral_beta(t: torch.Tensor) -> torch.Tensor:
-    """B(t) = int_0^t beta(s) ds = t^2 (beta_1 - beta_0) / 2 + t beta_0."""
-    return 0.5 * t**2 * (BETA_1 - BETA_0) + t * BETA_0
-
-
-def vp_alpha(t: torch.Tensor) -> torch.Tensor:
-    """Mean coefficient alpha(t) = exp(-B(t) / 2) of x_t = alpha(t) x_0 + s(t) z."""
-    return torch.exp(-0.5 * integral_beta(t))
-
-
-def vp_std(t: torch.Tensor) -> torch.Tensor:
-    """s(t) = sqrt(1 - alpha(t)^2)."""
-    return torch.sqrt(-torch.expm1(-integral_beta(t)))
-
-
-def vp_time_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
-    """tau with sigma_VE = s(tau) / alpha(tau), i.e. B(tau) = ln(1 + sigma^2), solved for tau >= 0."""
-    b = BETA_1 - BETA_0
-    return (-BETA_0 + torch.sqrt(BETA_0**2 + 2.0 * b * torch.log1p(sigma**2))) / b
-
-
-def _antiderivative(t: torch.Tensor) -> torch.Tensor:
-    """A(t) = ln(1 - e^{-B(t)}) + B(t) = ln(e^{B(t)} - 1): A'(t) = beta(t) / (1 - e^{-B(t)}) = beta(t) / s(t)^2."""
-    bt = integral_beta(t)
-    return torch.log(-torch.expm1(-bt)) + bt
-
-
-def sample_vp_time(
-    n: int, generator: torch.Generator | None = None, t_min: float = T_MIN, device=None
-) -> torch.Tensor:
-    """Training times t in [t_min, 1] with density proportional to beta(t) / s(t)^2 (DG's importance sampling).
-
-    Inverse CDF: A(t) = A(t_min) + u (A(1) - A(t_min)), u ~ U(0, 1), and A^{-1}(a) = B^{-1}(ln(1 + e^a)).
-    Float32, shape (n,).
-    """
-    a_min, a_max = (_antiderivative(torch.tensor(v, dtype=torch.float64)) for v in (t_min, 1.0))
-    u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator else None)
-    a = a_min + u * (a_max - a_min)
-    b = BETA_1 - BETA_0
-    t = (-BETA_0 + torch.sqrt(BETA_0**2 + 2.0 * b * torch.nn.functional.softplus(a))) / b
-    return t.to(device=device, dtype=torch.float32)
-
-
-def perturb(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """x_t = alpha(t) x + s(t) z, t of shape (B,)."""
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    return vp_alpha(t).view(shape) * x + vp_std(t).view(shape) * z
-
 
 # ----------------------------------------------------------------------------
 # Guidance.

@@ -1,4 +1,5 @@
-"""The Discriminator Guidance discriminator: network, training (with or without AOT noise pairing), checkpoints.
+"""Training the Discriminator Guidance discriminator (with or without AOT noise pairing); the network is in
+:mod:`aot.models.discriminator`.
 
 Network (paper-spec §3.2-3.3): logits = head(features(x_vp, tau), tau[, class]). At paper scale the features
 are the frozen ADM 32x32 classifier's middle-block output (512 x 8 x 8, ``extractor="adm32"``, weights from DG's
@@ -32,50 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aot.models.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_state_dict_file
 from aot.core.artifacts import read_state
-from aot.core.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
+from aot.core.checkpoint import atomic_write_bytes, save_checkpoint, write_json
 from aot.data.datasets import Dataset, sha256_file, to_float
-from aot.sampling.guidance import T_MIN, perturb, sample_vp_time
+from aot.models.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND
+from aot.models.discriminator import discriminator_from_ctor
+from aot.models.vp import T_MIN, perturb, sample_vp_time
 from aot.training.pairing import pair_noise
 
 EXTRACTORS = ("none", "adm32")
 PAIRINGS = ("none", "aot")
 
 # ----------------------------------------------------------------------------
-# Network.
-
-
-class Discriminator(nn.Module):
-    """d(x_vp, tau, labels) -> logits (B,); sigmoid(logits) is the probability that x_vp is real data.
-
-    Parameters
-    ----------
-    head : dict
-        ``EncoderUNet`` constructor arguments of the trainable head (``out_channels`` must be 1).
-    extractor : dict or None
-        ``EncoderUNet`` constructor arguments of the frozen feature extractor, whose ``features`` (the output after
-        its middle block) feed the head; ``None`` feeds the image itself.
-    """
-
-    def __init__(self, head: dict, extractor: dict | None = None) -> None:
-        super().__init__()
-        if head.get("out_channels") != 1:
-            raise ValueError(f"the discriminator head needs out_channels=1, got {head.get('out_channels')}")
-        self.extractor = None if extractor is None else EncoderUNet(**extractor).eval().requires_grad_(False)
-        self.head = EncoderUNet(**head)
-        self.cond = head.get("num_classes") is not None  # an unconditional head ignores labels
-
-    def forward(self, x_vp: torch.Tensor, tau: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        tau = torch.as_tensor(tau, dtype=torch.float32, device=x_vp.device).expand(x_vp.shape[0])
-        h = x_vp if self.extractor is None else self.extractor.features(x_vp, tau)
-        return self.head(h, tau, labels if self.cond else None).view(-1)
-
-    def train(self, mode: bool = True) -> Discriminator:
-        super().train(mode)
-        if self.extractor is not None:  # frozen: always in eval mode
-            self.extractor.eval()
-        return self
+# Constructor arguments.
 
 
 def build_ctor(spec: DiscSpec, *, channels: int, resolution: int, num_classes: int) -> dict[str, Any]:
@@ -103,27 +73,6 @@ def build_ctor(spec: DiscSpec, *, channels: int, resolution: int, num_classes: i
             )
         ctor.update(extractor_weights=str(path), extractor_sha256=sha256_file(path))
     return ctor
-
-
-def discriminator_from_ctor(ctor: dict[str, Any]) -> Discriminator:
-    """Build the network and load the frozen extractor's weights (checked against the recorded sha256)."""
-    disc = Discriminator(ctor["head"], ctor["extractor"])
-    if disc.extractor is not None:
-        path = Path(ctor["extractor_weights"])
-        if not path.is_file():
-            raise FileNotFoundError(f"feature extractor weights not found: {path}")
-        if sha256_file(path) != ctor["extractor_sha256"]:
-            raise ValueError(f"{path}: sha256 differs from the one this discriminator was trained with")
-        disc.extractor.load_state_dict(load_state_dict_file(path))
-    return disc
-
-
-def load_discriminator(path: str | Path, device="cpu") -> tuple[Discriminator, dict]:
-    """A trained discriminator in eval mode with frozen parameters (input gradients still flow)."""
-    ckpt = load_checkpoint(path, kind="discriminator")
-    disc = discriminator_from_ctor(ckpt["ctor"])
-    disc.head.load_state_dict(ckpt["state_dict"])
-    return disc.eval().requires_grad_(False).to(device), ckpt
 
 
 # ----------------------------------------------------------------------------
@@ -220,7 +169,7 @@ def _check_finite(loss_sum: float, head: nn.Module, *, epoch: int, spec: DiscSpe
                   state_path: Path | None, history: list[dict]) -> None:
     """After each epoch, before its state is saved: the epoch's loss and the head's weights must be finite, else
     stop with one line (DivergenceError) and keep the last good state. One fused check, no random draw."""
-    from aot.training.loop import DivergenceError, finite_flags
+    from aot.core.numerics import DivergenceError, finite_flags
 
     bad_weights = not finite_flags([], head)[1].item()
     what = [w for w, b in (("loss", not math.isfinite(loss_sum)), ("head weights", bad_weights)) if b]

@@ -27,14 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from aot.training import pairing
 from aot.core.artifacts import read_jsonl, read_state, reading
-from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
-from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, write_json
+from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, save_checkpoint, write_json
+from aot.core.numerics import DivergenceError, finite_flags
 from aot.data.datasets import Dataset, to_float
-from aot.training.loss import edm_loss, sample_sigma
+from aot.models.denoiser import denoiser_from_ctor
 from aot.models.networks import network_ctor
 from aot.models.precond import EDMPrecond
+from aot.training import pairing
+from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
+from aot.training.loss import edm_loss, sample_sigma
 
 
 @dataclass
@@ -87,10 +89,6 @@ LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart th
 DIVERGED_MARKER = "DIVERGED"  # in the run dir: this run diverged; a retry refuses to resume it
 
 
-class DivergenceError(ValueError):
-    """A run produced non-finite numbers (loss, weights or images); ``python -m aot`` reports it as one line."""
-
-
 class PreemptedError(ValueError):
     """SIGTERM/SIGUSR1 (e.g. SLURM near its time limit) stopped a run after saving its resumable state;
     ``python -m aot`` reports it as one line and exits non-zero, so Snakemake's retry resumes the run."""
@@ -111,19 +109,6 @@ class Pool(NamedTuple):
 
 # ----------------------------------------------------------------------------
 # Small pure pieces.
-
-
-def finite_flags(losses: list[torch.Tensor], *modules: nn.Module) -> torch.Tensor:
-    """Bool tensor on the device: [all ``losses`` finite, then per module all its parameters and floating buffers
-    finite]. Fused, with no device sync and no random draw: the caller reads it once (``.tolist()``)."""
-    device = next(modules[0].parameters()).device if modules else torch.device("cpu")
-
-    def all_finite(ts: list[torch.Tensor]) -> torch.Tensor:
-        flags = [t.isfinite().all() for t in ts]
-        return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool, device=device)
-
-    weights = [[*m.parameters(), *(b for b in m.buffers() if b.is_floating_point())] for m in modules]
-    return torch.stack([all_finite(losses), *map(all_finite, weights)])
 
 
 def learning_rate(spec: TrainSpec, cur_nimg: int) -> float:
@@ -209,20 +194,6 @@ def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: in
                               label_dim=label_dim, augment_dim=augment_dim, **spec.network)
     ctor = {"network": net_kwargs, "label_dim": label_dim, "sigma_data": spec.sigma_data}
     return denoiser_from_ctor(ctor), ctor
-
-
-def denoiser_from_ctor(ctor: dict) -> EDMPrecond:
-    from aot.models.networks import SongUNet
-
-    return EDMPrecond(SongUNet(**ctor["network"]), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
-
-
-def load_denoiser(path: str | Path, device="cpu") -> tuple[EDMPrecond, dict]:
-    """Rebuild a trained denoiser from its checkpoint (EMA weights), in eval mode."""
-    ckpt = load_checkpoint(path, kind="denoiser")
-    net = denoiser_from_ctor(ckpt["ctor"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval().requires_grad_(False).to(device), ckpt
 
 
 def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
