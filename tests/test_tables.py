@@ -15,10 +15,9 @@ from aot.report.tables import (
     table4,
     table5,
     table12,
-    to_latex,
-    to_markdown,
     trajectory_table,
 )
+from aot.report.writers import to_latex, to_markdown
 
 
 def metric(model, pairing, rho, steps, value, seeds=(0, 999)):

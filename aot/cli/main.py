@@ -198,7 +198,7 @@ def cmd_fetch_inception(a) -> None:
 
 
 def cmd_replicates(a) -> None:
-    from aot.report.tables import write_replicates
+    from aot.report.replicates import write_replicates
 
     write_replicates(a.tables, a.out_dir)
     print(f"wrote {a.out_dir}/scores.md", file=sys.stderr)

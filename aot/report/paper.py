@@ -85,3 +85,7 @@ def paper_fid_guided(pairing: str, disc_pairing: str, cond: str, nfe: int) -> tu
         if (row_arm, row_disc, row_nfe) == (arm, disc_pairing, nfe):
             return (uncond if cond == "uncond" else cond_fid), "Table 3"
     return None, ""
+
+
+TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
+PAIRING_OF = {v: k for k, v in PAPER_ARM.items()}  # the paper's arm ('edm', 'aot') -> our noise pairing

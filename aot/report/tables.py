@@ -7,15 +7,13 @@ experiment config when the tables stage is given it (``--config``), else as far 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from aot.core.checkpoint import atomic_write_text
 from aot.eval.paired import FEATURES_METRIC, comparisons_table, coupling_table
 from aot.report.paper import (
-    PAPER_ARM,
+    PAIRING_OF,
     TABLE1_ROWS,
     TABLE2_ROWS,
     TABLE3_ROWS,
@@ -23,23 +21,24 @@ from aot.report.paper import (
     TABLE4_RHOS,
     TABLE5,
     TABLE5_NFES,
+    TABLE5_RHOS,
     paper_fid,
     paper_fid_guided,
 )
+from aot.report.reasons import (
+    why_guided,
+    why_no_comparisons,
+    why_no_coupling,
+    why_no_discriminators,
+    why_no_pairs,
+    why_no_trajectories,
+    why_table5,
+    why_unguided,
+)
+from aot.report.writers import MISSING, write_table
 from aot.sampling.samplers import nfe as nfe_of
 
-TABLE5_RHOS = (9, 27, 81, 243)  # Table 5 takes the best of these rhos at each NFE
-MISSING = "—"
 PRIOR_WORK = "prior work: not retrained here"
-PAIRING_OF = {v: k for k, v in PAPER_ARM.items()}  # the paper's arm ('edm', 'aot') -> our noise pairing
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def _fmt(x, digits=3) -> str:
-    return MISSING if _missing(x) else f"{x:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------
@@ -126,79 +125,6 @@ def _cells(r) -> dict:
 # the schema's defaults), or None: then the reason is what the metrics files show. Each returns 'not run: ...'.
 
 
-def _grid(cfg: dict) -> set[tuple[float, int]]:
-    return {(float(g["rho"]), int(g["steps"])) for g in cfg.get("sample", {}).get("grid", [])}
-
-
-def _why_no_arm(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str) -> str | None:
-    """Why no model of the paper's ``arm`` ('edm'/'aot') at ``cond`` was run, or None if one was."""
-    pairing = PAIRING_OF[arm]
-    if cfg is not None:
-        if cond not in cfg.get("conditioning", []):
-            return f"not run: conditioning '{cond}' not in `conditioning`"
-        if not any(a.get("pairing") == pairing for a in cfg.get("arms", {}).values()):
-            return f"not run: no arm with `pairing: {pairing}` in `arms`"
-        return None
-    if scores.empty or not (scores.conditioning == cond).any():
-        return f"not run: no {cond} metrics given (`conditioning`)"
-    if not ((scores.pairing == pairing) & (scores.conditioning == cond)).any():
-        return f"not run: no metrics of an arm with `pairing: {pairing}` ({cond}; `arms`)"
-    return None
-
-
-def _why_unguided(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str, rho, steps) -> str:
-    """Why we have no unguided score of ``arm`` at (cond, rho, steps)."""
-    why = _why_no_arm(cfg, scores, arm, cond)
-    if why:
-        return why
-    at = f"rho {rho:g}, {int(steps)} steps"
-    if cfg is not None:
-        if (float(rho), int(steps)) not in _grid(cfg):
-            return f"not run: {at} not in `sample.grid`"
-        return f"not run: {at} is configured, but no metrics file for it was given"
-    return f"not run: no metrics at {at} (`sample.grid`)"
-
-
-def _why_table5(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str, steps: int) -> str:
-    why = _why_no_arm(cfg, scores, arm, cond)
-    if why:
-        return why
-    rhos = "/".join(f"{r:g}" for r in TABLE5_RHOS)
-    if cfg is not None:
-        if not any(s == steps and r in TABLE5_RHOS for r, s in _grid(cfg)):
-            return f"not run: no rho of {rhos} at {steps} steps in `sample.grid`"
-        return f"not run: rho {rhos} at {steps} steps is configured, but no metrics file for it was given"
-    return f"not run: no metrics at {steps} steps with rho {rhos} (`sample.grid`)"
-
-
-def _why_guided(cfg: dict | None, scores: pd.DataFrame, arm: str, disc: str, cond: str) -> str:
-    """Why Table 3's row (score model ``arm``, discriminator noise ``disc``) has no guided score at ``cond``."""
-    pairing = PAIRING_OF[arm]
-    if cfg is not None:
-        g = cfg.get("guidance", {})
-        if not g.get("enabled", True):
-            return "not run: guidance disabled (`guidance.enabled: false`)"
-        arms = cfg.get("arms", {})
-        if not any(a.get("pairing") == pairing for a in arms.values()):
-            return f"not run: no arm with `pairing: {pairing}` in `arms` (the score model)"
-        runs = [name for name, r in g.get("runs", {}).items()
-                if arms.get(r.get("arm"), {}).get("pairing") == pairing and r.get("pairing") == disc]
-        if not runs:
-            return (f"not run: `guidance.runs` has no run with a score model of `pairing: {pairing}` and "
-                    f"discriminator `pairing: {disc}`")
-        if cond not in cfg.get("conditioning", []):
-            return f"not run: conditioning '{cond}' not in `conditioning`"
-        return f"not run: configured (guidance.runs: {', '.join(runs)}), but no metrics file for it was given"
-    guided = scores[scores.guidance != "none"] if not scores.empty else scores
-    if guided.empty:
-        return ("not run: no guided metrics given (guidance disabled by `guidance.enabled: false`, or no "
-                "`guidance.runs`)")
-    if not ((guided.pairing == pairing) & (guided.disc_pairing == disc)).any():
-        return (f"not run: no guided metrics with a score model of `pairing: {pairing}` and discriminator "
-                f"`pairing: {disc}` (`guidance.runs`)")
-    return f"not run: no {cond} guided metrics (`conditioning`)"
-
-
 def table12(scores: pd.DataFrame, cond: str, cfg: dict | None = None) -> pd.DataFrame:
     """Table 1 (uncond) or 2 (cond). Prior work's rows keep the paper's number only: no metric, score or setting
     of ours."""
@@ -209,7 +135,7 @@ def table12(scores: pd.DataFrame, cond: str, cfg: dict | None = None) -> pd.Data
         if arm is None:
             note = PRIOR_WORK
         else:
-            note = "" if r is not None else _why_unguided(cfg, scores, arm, cond, rho, steps)
+            note = "" if r is not None else why_unguided(cfg, scores, arm, cond, rho, steps)
         rows.append(dict(model=label, rho=rho, steps=steps, NFE=nfe, paper_fid=fid, **_cells(r), note=note))
     return pd.DataFrame(rows)
 
@@ -241,9 +167,9 @@ def table3(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
                            f"w {guided.dg_weight:g}{', boosting' if guided.dg_boosting else ''}, seeds {guided.seeds}")
                 if plain is None:
                     unguided = scores[scores.guidance == "none"]
-                    why[cond] = "unguided " + _why_unguided(cfg, unguided, arm, cond, guided.rho, guided.steps)
+                    why[cond] = "unguided " + why_unguided(cfg, unguided, arm, cond, guided.rho, guided.steps)
             else:
-                why[cond] = _why_guided(cfg, scores, arm, disc, cond)
+                why[cond] = why_guided(cfg, scores, arm, disc, cond)
         if len(why) == 2 and why["uncond"] == why["cond"]:
             note = why["cond"]
         else:
@@ -272,7 +198,7 @@ def table4(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
             r = _lookup(scores, arm, "uncond", rho, steps)
             rows.append(dict(model="EDM" if arm == "edm" else "EDM-AOT", rho=rho, steps=steps, NFE=nfe_of(steps),
                              paper_fid=fid, **_cells(r),
-                             note="" if r is not None else _why_unguided(cfg, scores, arm, "uncond", rho, steps)))
+                             note="" if r is not None else why_unguided(cfg, scores, arm, "uncond", rho, steps)))
     return pd.DataFrame(rows)
 
 
@@ -287,105 +213,12 @@ def table5(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
             best = None if cand.empty else cand.loc[cand.ours.idxmin()]
             rows.append(dict(model=("EDM" if arm == "edm" else "EDM-AOT") + f" {cond}", NFE=n, paper_fid=fid,
                              rho=None if best is None else best.rho, steps=(n + 1) // 2, **_cells(best),
-                             note="" if best is not None else _why_table5(cfg, scores, arm, cond, (n + 1) // 2)))
+                             note="" if best is not None else why_table5(cfg, scores, arm, cond, (n + 1) // 2)))
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------
 # Output formats.
-
-
-def to_markdown(df: pd.DataFrame, title: str, note: str) -> str:
-    cols = list(df.columns)
-    lines = [f"# {title}", "", note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in df.itertuples(index=False):
-        cells = []
-        for c, v in zip(cols, r, strict=True):
-            if isinstance(v, float) and not _missing(v) and c in ("rho", "steps", "NFE", "samples", "pool", "N"):
-                cells.append(f"{v:g}")
-            elif isinstance(v, float):
-                cells.append(_fmt(v, 2 if "paper" in c else 4))
-            else:
-                cells.append(MISSING if v is None or v == "" else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_latex(df: pd.DataFrame, caption: str) -> str:
-    def esc(v):
-        s = _fmt(v, 2) if isinstance(v, float) else (MISSING if v is None or v == "" else str(v))
-        return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace(MISSING, "--")
-
-    cols = list(df.columns)
-    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}",
-           r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(esc(c) for c in cols) + r" \\",
-           r"\midrule"]
-    out += [" & ".join(esc(v) for v in r) + r" \\" for r in df.itertuples(index=False)]
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(out) + "\n"
-
-
-def _write(out_dir: Path, name: str, df: pd.DataFrame, title: str, note: str, empty: str | None = None) -> None:
-    """CSV, Markdown and LaTeX of a table. ``empty``: the sentence saying why it has no rows; the Markdown then
-    gives it instead of an empty table (the CSV keeps its header, the LaTeX caption takes the sentence)."""
-    atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
-    if df.empty and empty:
-        atomic_write_text(out_dir / f"{name}.md", f"# {title}\n\n{empty}\n")
-        atomic_write_text(out_dir / f"{name}.tex", to_latex(df, f"{title}. {empty}"))
-        return
-    atomic_write_text(out_dir / f"{name}.md", to_markdown(df, title, note))
-    atomic_write_text(out_dir / f"{name}.tex", to_latex(df, title))
-
-
-def _why_no_discriminators(cfg: dict | None) -> str:
-    if cfg is None:
-        return ("No discriminator was trained: the tables stage was given no discriminator training summaries "
-                "(guidance disabled by `guidance.enabled: false`, or no `guidance.runs`).")
-    g = cfg.get("guidance", {})
-    if not g.get("enabled", True):
-        return "No discriminator was trained: Discriminator Guidance is disabled (`guidance.enabled: false`)."
-    if not g.get("runs"):
-        return "No discriminator was trained: `guidance.runs` configures no run."
-    return ("No discriminator training summary was given to the tables stage (`--disc-stats`), although "
-            f"`guidance.runs` configures {', '.join(g['runs'])}.")
-
-
-def _why_no_comparisons(cfg: dict | None, features: dict) -> str:
-    if cfg is not None and "featnet" not in cfg.get("evaluate", {}).get("metrics", []):
-        return ("No paired comparison: it needs the featnet metric's per-image features, and `evaluate.metrics` "
-                "does not include featnet.")
-    if not features:
-        return "No paired comparison: no features files were given (`--features`; the featnet metric writes them)."
-    return ("No paired comparison: no model has a baseline (the EDM arm, its unguided model) scored at the same "
-            "setting and seeds.")
-
-
-def _why_no_pairs(cfg: dict | None) -> str:
-    arms = (cfg or {}).get("arms", {})
-    if arms and all("checkpoints" in a for a in arms.values()):
-        return ("No training pair statistics: every arm's network is imported (`arms.<arm>.checkpoints`), none "
-                "was trained here.")
-    return "No training pair statistics: no training summaries were given (`--stats`)."
-
-
-def _why_no_coupling(cfg: dict | None, stats: list[dict]) -> str:
-    pairings = {s["pairing"] for s in stats}
-    if not stats:
-        return "No coupling comparison: " + _why_no_pairs(cfg).removeprefix("No training pair statistics: ")
-    if "none" not in pairings:
-        return ("No coupling comparison: no arm with `pairing: none` (EDM, each seed's baseline) was trained here "
-                "(`arms`).")
-    if pairings == {"none"}:
-        return "No coupling comparison: every trained arm has `pairing: none`; there is no coupling to compare."
-    return ("No coupling comparison: no trained unguided model has an EDM arm (`pairing: none`) of the same "
-            "training seed and conditioning scored at the same setting (and, with features, the same sampling "
-            "seeds).")
-
-
-def _why_no_trajectories(cfg: dict | None) -> str:
-    if cfg is not None and not cfg.get("trajectory", {}).get("settings"):
-        return "No trajectory metrics: `trajectory.settings` is empty."
-    return "No trajectory metrics: none were given (`--trajectory`)."
 
 
 COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
@@ -418,39 +251,39 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     primary = scores[scores.metric_key == (configured[0] if configured else first)]
     unguided = primary[primary.guidance == "none"]  # Tables 1, 2, 4, 5
     note = COMPARABILITY.format(metric=primary.metric.iloc[0])
-    _write(out_dir, "scores", scores.drop(columns=["metric_key"]),
+    write_table(out_dir, "scores", scores.drop(columns=["metric_key"]),
            "All scores per arm, conditioning and sampler setting", note)
-    _write(out_dir, "table1", table12(unguided, "uncond", config), "Table 1: unconditional CIFAR-10", note)
-    _write(out_dir, "table2", table12(unguided, "cond", config), "Table 2: conditional CIFAR-10", note)
-    _write(out_dir, "table3", table3(primary, config), "Table 3: with Discriminator Guidance", note)
-    _write(out_dir, "table4", table4(unguided, config), "Table 4: rho sweep (unconditional)", note)
-    _write(out_dir, "table5", table5(unguided, config), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
-    _write(out_dir, "discriminators", discriminator_table([read_json(p, kind="discriminator summary",
+    write_table(out_dir, "table1", table12(unguided, "uncond", config), "Table 1: unconditional CIFAR-10", note)
+    write_table(out_dir, "table2", table12(unguided, "cond", config), "Table 2: conditional CIFAR-10", note)
+    write_table(out_dir, "table3", table3(primary, config), "Table 3: with Discriminator Guidance", note)
+    write_table(out_dir, "table4", table4(unguided, config), "Table 4: rho sweep (unconditional)", note)
+    write_table(out_dir, "table5", table5(unguided, config), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
+    write_table(out_dir, "discriminators", discriminator_table([read_json(p, kind="discriminator summary",
                                                                      rule="train_discriminator")
                                                            for p in disc_stats_files]),
            "Discriminator Guidance: discriminator training",
            "Binary cross-entropy and accuracy of real vs generated images at the last epoch (training data, "
            "VP-diffused at importance-sampled times). With AOT the perturbation noise of each batch is assigned to "
            "its images; the reduction is of the mean image-noise distance vs the independent draw.",
-           empty=_why_no_discriminators(config))
+           empty=why_no_discriminators(config))
     features = {}
     for p in feature_files:  # results/<exp>/metrics/<model>/<setting>.features.npz
         p = Path(p)
         features[f"{p.parent.name}/{p.name.removesuffix('.features.npz')}"] = read_npz(
             p, ["features", "seeds", "mu_ref", "sigma_ref"], optional=["feature_net"], kind="features file",
             rule="evaluate")
-    _write(out_dir, "comparisons", comparisons_table(metrics, features), "Paired comparisons at the same seeds",
+    write_table(out_dir, "comparisons", comparisons_table(metrics, features), "Paired comparisons at the same seeds",
            "FD of each model minus its baseline's (EDM's arm at the same setting; a guided model's unguided model; "
            "a discriminator trained with AOT noise vs without), both sampled at the same seeds, with the paired "
            "jackknife standard deviation of the difference (evaluate.fd_jackknife groups of seeds, each deleted "
            "from both sets at once) and z = difference / std. Negative: the model is better. Pairing removes "
            "what the two sets share through their latents, which the per-score `ours_std` cannot. Both stds err on "
            "the large side (jackknife) and cover the seed set only, not the training run.",
-           empty=_why_no_comparisons(config, features))
+           empty=why_no_comparisons(config, features))
     # The paired difference needs the featnet features; without them, the primary metric's scores (unpaired).
     paired = features and FEATURES_METRIC in set(scores.metric_key)
     coupling_metric = FEATURES_METRIC if paired else primary.metric_key.iloc[0]
-    _write(out_dir, "coupling", coupling_table(metrics, stats, features, trajs, metric_key=coupling_metric),
+    write_table(out_dir, "coupling", coupling_table(metrics, stats, features, trajs, metric_key=coupling_metric),
            "Coupling strength: pair-distance reduction vs score difference to EDM of the same training seed",
            "One row per conditioning, sampler setting and noise coupling (`N`: images one assignment pairs; knn: k "
            "candidates; none: independent, EDM, the reference row). `reduction_pct`: how much the coupling lowered "
@@ -463,70 +296,17 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
            "difference of the two scores (no features, e.g. the Inception metric), with no within-run std. "
            "Negative: the coupling is better than EDM. `straightness_normalized`: mean over seeds at the same "
            "setting where trajectories were computed. `fd_diff_seed<s>` and `per_seed`: every run and its baseline.",
-           empty=_why_no_coupling(config, stats))
-    _write(out_dir, "pairing", pairs, "Image-noise pair distance during training",
+           empty=why_no_coupling(config, stats))
+    write_table(out_dir, "pairing", pairs, "Image-noise pair distance during training",
            "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
-           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.", empty=_why_no_pairs(config))
-    _write(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
+           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.", empty=why_no_pairs(config))
+    write_table(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
            "Straightness S = mean over sigma of E||v - vbar||^2 (0 = straight); normalized by E||vbar||^2. Curvature = "
            "mean over steps of 1 - cos(d_i, x_start - x_end). Errors are RMS per dimension against a fine Heun "
-           "reference (paper-spec §6). Lower is straighter.", empty=_why_no_trajectories(config))
+           "reference (paper-spec §6). Lower is straighter.", empty=why_no_trajectories(config))
 
 
 # ----------------------------------------------------------------------------
 # Across training runs: the same experiment trained with other seeds (python -m aot replicates).
 
-_SCORE_KEYS = ["arm", "pairing", "conditioning", "rho", "steps", "NFE", "guidance", "disc_pairing", "metric"]
-_COMPARISON_KEYS = ["conditioning", "rho", "steps", "NFE", "model", "baseline"]
 
-
-def _across(frames: list[pd.DataFrame], names: list[str], keys: list[str], value: str, within: str) -> pd.DataFrame:
-    """Per key: each run's ``value``, their mean and standard deviation across runs, and the mean within-run std."""
-    tidy = pd.concat([f.assign(run=n) for f, n in zip(frames, names, strict=True)], ignore_index=True)
-    rows = []
-    for key, g in tidy.groupby(keys, dropna=False, sort=False):
-        g = g.set_index("run")
-        vals = [g[value].get(n) for n in names]
-        got = [v for v in vals if not _missing(v)]
-        rows.append(dict(zip(keys, key, strict=True), runs=len(got),
-                         mean=float(sum(got) / len(got)) if got else None,
-                         std_across_runs=float(pd.Series(got).std(ddof=1)) if len(got) > 1 else None,
-                         mean_std_within_run=float(g[within].mean()) if within in g and g[within].notna().any()
-                         else None,
-                         **{f"{value}_{n}": v for n, v in zip(names, vals, strict=True)}))
-    return pd.DataFrame(rows)
-
-
-def write_replicates(table_dirs, out_dir) -> None:
-    """Scores and paired comparisons of one experiment trained several times (other ``train.seed``), side by side.
-
-    ``table_dirs``: the runs' ``results/tables/<experiment>/`` folders, each with ``scores.csv`` (and
-    ``comparisons.csv`` where the featnet metric ran). Writes ``scores.{csv,md,tex}`` (each run's score, mean, std
-    across runs and the mean within-run ``ours_std``) and ``comparisons.{csv,md,tex}`` (the same for the paired
-    differences) to ``out_dir``. The spread across runs is the training noise the within-run stds leave out.
-    """
-    dirs = [Path(d) for d in table_dirs]
-    if len(dirs) < 2:
-        raise ValueError(f"replicates needs at least 2 table folders, got {len(dirs)}")
-    for d in dirs:
-        if not (d / "scores.csv").is_file():
-            raise FileNotFoundError(f"{d / 'scores.csv'} is missing: give results/tables/<experiment> folders")
-    names = [d.name for d in dirs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"table folders must have distinct names, got {names}")
-    scores = [pd.read_csv(d / "scores.csv") for d in dirs]
-    seeds = {n: set(f.seeds) for n, f in zip(names, scores, strict=True)}
-    if len({frozenset(v) for v in seeds.values()}) > 1:
-        raise ValueError(f"the runs were sampled at different seeds ({seeds}); compare runs of one sampling config")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    note = ("One experiment trained {n} times ({runs}). `mean`/`std_across_runs`: over the runs (training noise "
-            "included); `mean_std_within_run`: the average jackknife std of one run's seed set. Same sampling seeds "
-            "in every run.").format(n=len(names), runs=", ".join(names))
-    _write(out_dir, "scores", _across(scores, names, _SCORE_KEYS, "ours", "ours_std"),
-           "Scores across training runs", note)
-    comps = [pd.read_csv(d / "comparisons.csv") for d in dirs if (d / "comparisons.csv").is_file()]
-    if len(comps) == len(dirs):
-        _write(out_dir, "comparisons",
-               _across(comps, names, _COMPARISON_KEYS, "difference", "difference_std"),
-               "Paired comparisons across training runs", note)
