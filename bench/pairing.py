@@ -1,7 +1,7 @@
 """Benchmark: the AOT paper's pairing recipe against aot.training.pairing.pair_noise, side by side on the same pools.
 
-The paper's recipe (AOT code, paper-spec §1.2): torch.cdist in float32 -> numpy -> float64
-scipy.optimize.linear_sum_assignment, one solve per class in the conditional case (paper-spec §1.3).
+The paper's recipe (AOT code, docs/method.md §1.2): torch.cdist in float32 -> numpy -> float64
+scipy.optimize.linear_sum_assignment, one solve per class in the conditional case (docs/method.md §1.3).
 In the per-class case the AOT code as shipped (``assignment_problem_label``: the same recipe wrapped in Python
 loops over the pool) is timed too, as "paper code as shipped"; the "paper" columns are the recipe with that glue
 vectorised, the stricter baseline. Ours: aot.training.pairing.pair_noise(method="aot", solver=...). All see the same

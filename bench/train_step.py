@@ -1,7 +1,7 @@
 """Benchmark: training images/s with pairing="none" (EDM) against "aot", and the loop's stall on the pairing.
 
 Each case trains the same tiny network with independent noise and with AOT pairing in the background thread
-(paper-spec §1.7), side by side in one process through ``aot.training.loop.train``, in ABBA order (none, aot, aot,
+(docs/method.md §1.7), side by side in one process through ``aot.training.loop.train``, in ABBA order (none, aot, aot,
 none; ``--long``: twice that) so a drift in machine load hits both methods alike. Reported, medians over runs:
 
 * images/s: the loop's own ``kimg_per_second_this_run`` (wall clock). It includes the start-up pool, which

@@ -207,8 +207,8 @@ def test_cli_overrides_merge_on_top_of_the_file():
     assert disc_spec(cfg, "edm_dg-uncond")["epochs"] == 3 and cfg["guidance"]["train"]["lr"] == 0.0003
 
 
-# The values EDM-AOT's README command line and EDM's train.py defaults give (paper-spec §2.3-2.4), and DG's
-# train.py / README (paper-spec §3.4-3.5). Parameter counts: EDM's NCSN++ with augment_dim 9, label_dim 0 / 10.
+# The values EDM-AOT's README command line and EDM's train.py defaults give (docs/method.md §2.3-2.4), and DG's
+# train.py / README (docs/method.md §3.4-3.5). Parameter counts: EDM's NCSN++ with augment_dim 9, label_dim 0 / 10.
 PAPER = {
     "uncond": dict(params=56_397_827, pool=512, epochs=60, weight=2.0, boosting=False),
     "cond": dict(params=56_400_643, pool=2048, epochs=250, weight=1.0, boosting=True),

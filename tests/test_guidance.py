@@ -34,7 +34,7 @@ def test_vp_time_of_sigma_inverts_the_ve_sigma_and_matches_the_spec_values():
     sigma = vp_std(tau) / vp_alpha(tau)  # the VE sigma of VP time tau
     torch.testing.assert_close(vp_time_of_sigma(sigma), tau, rtol=1e-10, atol=1e-12)
     got = vp_time_of_sigma(torch.tensor([80.0, 1.0, 0.1], dtype=torch.float64))
-    np.testing.assert_allclose(got.numpy(), [0.9335, 0.259, 0.027], atol=6e-4)  # paper-spec §3.5
+    np.testing.assert_allclose(got.numpy(), [0.9335, 0.259, 0.027], atol=6e-4)  # docs/method.md §3.5
 
 
 def test_importance_sampled_times_follow_beta_over_s_squared():

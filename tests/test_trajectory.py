@@ -1,4 +1,4 @@
-"""Trajectory metrics (paper-spec §6) pinned against the exact probability-flow ODE of Gaussian data.
+"""Trajectory metrics (docs/method.md §6) pinned against the exact probability-flow ODE of Gaussian data.
 
 For y ~ N(mu, diag(s_k^2)) the ideal denoiser is D(x; sigma)_k = mu + s_k^2 / (s_k^2 + sigma^2) (x_k - mu) and
 the PF-ODE dx/dsigma = (x - D) / sigma has the exact flow x_k(sigma) - mu = a_k sqrt(s_k^2 + sigma^2) with

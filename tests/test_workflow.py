@@ -116,7 +116,7 @@ def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
 
 
 def paper_cells(cond: str) -> set[tuple[str, str]]:
-    """(arm, setting) of every cell of the paper's Tables 1/2, 4 (uncond) and 5, from aot/paper.py."""
+    """(arm, setting) of every cell of the paper's Tables 1/2, 4 (uncond) and 5, from aot/report/paper.py."""
     from aot.config.resolve import setting_name
     from aot.report.paper import TABLE1_ROWS, TABLE2_ROWS, TABLE4, TABLE4_RHOS, TABLE5, TABLE5_NFES, TABLE5_RHOS
 

@@ -1,4 +1,4 @@
-"""Inception FID comparable with the paper (paper-spec §4), built on clean-fid's ``legacy_tensorflow`` mode.
+"""Inception FID comparable with the paper (docs/method.md §4), built on clean-fid's ``legacy_tensorflow`` mode.
 
 The detector is NVIDIA's TorchScript port of TF Inception-v3, ``inception-2015-12-05.pt``, called by
 clean-fid's ``InceptionV3W`` with ``resize_inside=True``: images go in as float32 in [0, 255] at their native
@@ -352,7 +352,7 @@ def dataset_stats(
 
 
 def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
-    """FID of one feature set against reference statistics (paper-spec §4; aot.eval.metrics.frechet_distance)."""
+    """FID of one feature set against reference statistics (docs/method.md §4; aot.eval.metrics.frechet_distance)."""
     mu, sigma = gaussian_stats(feats)
     return frechet_distance(mu, sigma, mu_ref, sigma_ref)
 

@@ -1,7 +1,7 @@
 """Feature-space distances between image sets: Frechet distance (FID/FD) and kernel distance (KID).
 
 Pure NumPy/SciPy: every function takes feature arrays or Gaussian statistics and returns numbers, so the
-same code scores Inception-v3 pool features (FID, paper-spec §4) and the small-data feature network of
+same code scores Inception-v3 pool features (FID, docs/method.md §4) and the small-data feature network of
 :mod:`aot.eval.featnet` (reported as "FD (featnet-v1)", never as FID).
 
 Conventions follow EDM's ``fid.py`` and clean-fid's ``fid.py``:

@@ -1,4 +1,4 @@
-"""Trajectory metrics for comparing EDM and EDM-AOT along deterministic Heun solves (paper-spec §6).
+"""Trajectory metrics for comparing EDM and EDM-AOT along deterministic Heun solves (docs/method.md §6).
 
 All metrics follow the probability-flow ODE dx/dsigma = v(x; sigma) = (x - D(x; sigma)) / sigma solved from
 sigma_max down to 0 on the EDM rho-schedule (``aot.sampling.samplers.karras_sigmas``), with states carried in float64
@@ -96,7 +96,7 @@ def rms_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def curvature(d: torch.Tensor, x_start: torch.Tensor, x_end: torch.Tensor) -> torch.Tensor:
-    """kappa_i = 1 - cos angle(d_i, x_start - x_end), per step and sample (paper-spec §6.3).
+    """kappa_i = 1 - cos angle(d_i, x_start - x_end), per step and sample (docs/method.md §6.3).
 
     d : Tensor, shape (steps, B, *dims), the solver's slopes dx/dsigma; x_start, x_end : (B, *dims).
     Returns (steps, B). Sigma decreases along the solve, so a straight path has d_i parallel to
@@ -119,7 +119,7 @@ def trapezoid_weights(sigmas: torch.Tensor) -> torch.Tensor:
 
 def straightness(sq_int: torch.Tensor, v_int: torch.Tensor, vbar: torch.Tensor,
                  length: float) -> torch.Tensor:
-    """Per-sample S = (1/L) integral ||v - vbar||^2 dsigma from moments of v (paper-spec §6.2).
+    """Per-sample S = (1/L) integral ||v - vbar||^2 dsigma from moments of v (docs/method.md §6.2).
 
     Expands ||v - vbar||^2 = ||v||^2 - 2 v.vbar + ||vbar||^2 so the integral accumulates along the solve
     without storing v: sq_int (B,) = integral ||v||^2, v_int (B, *dims) = integral v, vbar (B, *dims), L the
@@ -182,7 +182,7 @@ def trajectory_metrics(
     ref_steps: int = 512,
     denoise_dtype: torch.dtype = torch.float32,
 ) -> TrajectoryMetrics:
-    """Straightness, per-step curvature and local/global Heun truncation error of one batch (paper-spec §6).
+    """Straightness, per-step curvature and local/global Heun truncation error of one batch (docs/method.md §6).
 
     z : Tensor, shape (B, C, H, W), unit Gaussian latents (x(sigma_max) = sigma_max z); labels : (B,) or None,
     passed through to every denoiser call. ``denoise_dtype`` is the dtype the denoiser sees (float32 as in
@@ -299,7 +299,7 @@ def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str |
                      seeds: range, grid_rows: int = 4, columns: int = 11, fine_steps: int = 256,
                      ref_substeps: int = 64, ref_steps: int = 512, sigma_min: float = 0.002,
                      sigma_max: float = 80.0, device: str = "cpu", model: str = "") -> None:
-    """Trajectory metrics (paper-spec §6) of one trained model at one (rho, steps), and its grid of denoiser
+    """Trajectory metrics (docs/method.md §6) of one trained model at one (rho, steps), and its grid of denoiser
     outputs along the first ``grid_rows`` trajectories (the paper's Fig. 2/3)."""
     from aot.models.denoiser import load_denoiser
 

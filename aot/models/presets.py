@@ -1,6 +1,6 @@
 """Network presets as plain data (no torch import), shared by the networks and the config resolver.
 
-EDM's train.py CIFAR-10 settings (``--arch=ddpmpp | ncsnpp``, default ``--dropout=0.13``); paper-spec section 2.3.
+EDM's train.py CIFAR-10 settings (``--arch=ddpmpp | ncsnpp``, default ``--dropout=0.13``); docs/method.md §2.3.
 The config resolver (:mod:`aot.config.resolve`) writes the preset, with the config's overrides applied, into every train
 spec, so the command a job runs names every network setting instead of relying on a default.
 """

@@ -1,4 +1,4 @@
-"""Import EDM's published networks and the EDM-AOT authors' models (``.pkl``) as data (paper-spec 3.7).
+"""Import EDM's published networks and the EDM-AOT authors' models (``.pkl``) as data (docs/method.md §3.7).
 
 Those files are plain ``pickle.dump(dict(ema=..., loss_fn=..., augment_pipe=..., dataset_kwargs=...))`` of
 objects made with EDM's ``torch_utils/persistence.py``: every ``@persistent_class`` object is pickled as a

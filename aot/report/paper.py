@@ -1,6 +1,6 @@
 """The AOT paper's CIFAR-10 FID-50k numbers (min of 3 seed blocks, deterministic Heun), as plain data.
 
-Source and trust level of every number: ../shared/docs/paper-spec.md §5. Tables 1-2 rows at (rho 7, 18 steps),
+Source and trust level of every number: docs/method.md §5. Tables 1-2 rows at (rho 7, 18 steps),
 (90, 14) and (72, 15) are VERIFIED against the EDM-AOT README; Table 4 (rho sweep) and Table 5 are from
 third-party full-text notes (SECONDARY). Keys: (arm, conditioning, rho, steps) with arm 'edm' (independent
 noise) or 'aot' (paired); an entry maps to (FID, source).

@@ -303,7 +303,7 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     write_table(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
            "Straightness S = mean over sigma of E||v - vbar||^2 (0 = straight); normalized by E||vbar||^2. Curvature = "
            "mean over steps of 1 - cos(d_i, x_start - x_end). Errors are RMS per dimension against a fine Heun "
-           "reference (paper-spec §6). Lower is straighter.", empty=why_no_trajectories(config))
+           "reference (docs/method.md §6). Lower is straighter.", empty=why_no_trajectories(config))
 
 
 # ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def generate(
     dg_time_max: float = 1.0,
     dg_boosting: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (paper-spec §3.5):
+    """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (docs/method.md §3.5):
     weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
     ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
     from aot.core.numerics import DivergenceError

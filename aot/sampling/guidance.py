@@ -1,9 +1,9 @@
 """Discriminator Guidance (DG; Kim et al., ICML 2023) as a wrapper from denoiser to denoiser.
 
 A discriminator d(x_t, t) in (0, 1) is trained to tell real (1) from generated (0) data diffused by a VP-SDE
-(beta_0 = 0.1, beta_1 = 20, paper-spec §3.4). Its log density ratio log r = log d / (1 - d) estimates
+(beta_0 = 0.1, beta_1 = 20, docs/method.md §3.4). Its log density ratio log r = log d / (1 - d) estimates
 log p_data / p_model, so adding w * grad log r to the model's score moves samples toward the data. In EDM's
-sigma-ODE dx/dsigma = (x - D(x; sigma)) / sigma = -sigma * score, that is (paper-spec §3.1, §3.5)
+sigma-ODE dx/dsigma = (x - D(x; sigma)) / sigma = -sigma * score, that is (docs/method.md §3.1, §3.5)
 
     d_i -> d_i - w sigma grad_x log r(x, sigma)    <=>    D(x; sigma) -> D(x; sigma) + w sigma^2 grad_x log r,
 
@@ -72,7 +72,7 @@ def with_discriminator(
     """The guided denoiser D_w(x; sigma) = D(x; sigma) + weight * sigma^2 * grad_x log r(x, sigma).
 
     weight = 0 returns ``denoise`` itself. In Heun's Euler step this is DG's d_i += w1 * g / sigma with
-    g = -sigma^2 alpha grad_{x_vp} log r (paper-spec §3.5).
+    g = -sigma^2 alpha grad_{x_vp} log r (docs/method.md §3.5).
     """
     if weight == 0:
         return denoise
@@ -103,7 +103,7 @@ def boosted_heun_sample(
     period: int = 5,
     period_weight: int = 2,
 ) -> torch.Tensor:
-    """DG's EDM-G++ sampler with boosting (DG generate.py ``edm_sampler`` with ``--boosting 1``; paper-spec §3.5).
+    """DG's EDM-G++ sampler with boosting (DG generate.py ``edm_sampler`` with ``--boosting 1``; docs/method.md §3.5).
 
     ``samplers.heun_sample`` with the guided Euler evaluation, plus, per sample, with log r the discriminator's log
     ratio at that sample's last guided evaluation (+inf before the first):

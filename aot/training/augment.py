@@ -1,4 +1,4 @@
-"""EDM's non-leaking geometric augmentation (Karras et al. 2022, App. F.2; paper-spec §1.5, §2.4).
+"""EDM's non-leaking geometric augmentation (Karras et al. 2022, App. F.2; docs/method.md §1.5, §2.4).
 
 Written from scratch after reading NVlabs/edm ``training/augment.py`` (itself built on StyleGAN2-ADA,
 Karras et al. 2020): same parameters, same sampling distributions, same composed warp, same 9-dim labels.

@@ -1,17 +1,17 @@
 """Training the Discriminator Guidance discriminator (with or without AOT noise pairing); the network is in
 :mod:`aot.models.discriminator`.
 
-Network (paper-spec §3.2-3.3): logits = head(features(x_vp, tau), tau[, class]). At paper scale the features
+Network (docs/method.md §3.2-3.3): logits = head(features(x_vp, tau), tau[, class]). At paper scale the features
 are the frozen ADM 32x32 classifier's middle-block output (512 x 8 x 8, ``extractor="adm32"``, weights from DG's
 ``32x32_classifier.pt``) and the head is DG's small ADM encoder. The embedded default has no pretrained
 extractor for 8x8 digits, so ``extractor="none"`` feeds the perturbed image to the head directly.
 
-Training (paper-spec §3.4, DG's train.py): real images (target 1) and the score model's samples (target 0),
+Training (docs/method.md §3.4, DG's train.py): real images (target 1) and the score model's samples (target 0),
 equally many, shuffled into batches; each batch is diffused by the VP-SDE at importance-sampled times,
 x_t = alpha(t) x + s(t) z, and scored with binary cross-entropy; Adam (lr 3e-4, weight decay 1e-7).
 With ``pairing="aot"`` the perturbation noise z of each batch is assigned to the batch's clean images by the
 exact AOT assignment (per class for a conditional discriminator), the paper's "discriminator trained with AOT"
-(Table 3; paper-spec §3.6: pool = batch, real and fake paired jointly; our choice, no public code exists).
+(Table 3; docs/method.md §3.6: pool = batch, real and fake paired jointly; our choice, no public code exists).
 
 Checkpoints hold the head's state_dict and the constructor arguments; a pretrained extractor is referenced by
 path and sha256 (it is large and never trained here) and reloaded from that file.
@@ -69,7 +69,7 @@ def build_ctor(spec: DiscSpec, *, channels: int, resolution: int, num_classes: i
         if not spec.extractor_weights or not path.is_file():
             raise FileNotFoundError(
                 f"guidance.extractor_weights: ADM classifier weights not found at {str(path)!r}; download DG's "
-                "32x32_classifier.pt (paper-spec §3.7) and set the key to its path"
+                "32x32_classifier.pt (docs/method.md §3.7) and set the key to its path"
             )
         ctor.update(extractor_weights=str(path), extractor_sha256=sha256_file(path))
     return ctor

@@ -1,4 +1,4 @@
-"""EDM training with and without AOT noise pairing (paper-spec §1.2-1.4, §2.2-2.4).
+"""EDM training with and without AOT noise pairing (docs/method.md §1.2-1.4, §2.2-2.4).
 
 Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.training.pairing, in a background thread,
 one pool ahead) -> stream the N pairs in micro-batches of ``batch_gpu`` through EDM's loss -> Adam step every
@@ -98,7 +98,7 @@ STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1") if hasat
 
 
 class Pool(NamedTuple):
-    """One pool of N training pairs, drawn together (paper-spec §1.2)."""
+    """One pool of N training pairs, drawn together (docs/method.md §1.2)."""
 
     before: dict  # random-stream state just before this pool was drawn (what a resume restores)
     y: torch.Tensor  # (N, C, H, W) augmented images in [-1, 1]
@@ -253,7 +253,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
     opt = torch.optim.Adam(net.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=1e-8)
     ddp = nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
-    # Randomness: one stream per role and per process (paper-spec §1.2: seed * world + rank).
+    # Randomness: one stream per role and per process (docs/method.md §1.2: seed * world + rank).
     proc_seed = spec.seed * world + rank
     sampler = PoolSampler(len(ds.train_images), spec.seed, rank=rank, world=world)
     noise_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 1)
@@ -276,7 +276,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
 
     def draw_pool() -> Pool:
         """Draw the next pool, augment it once, draw its noise and hand the pairing to the background thread.
-        Runs in the main thread so the random streams stay ordered (paper-spec §1.2 steps 1-5, §1.5)."""
+        Runs in the main thread so the random streams stay ordered (docs/method.md §1.2 steps 1-5, §1.5)."""
         before = {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()}
         idx = sampler.next(spec.pool)
         y = to_float(images_all[idx]).to(device)

@@ -1,5 +1,5 @@
 """EDM training loss (Karras et al. 2022, Eq. 2 and Sec. 5). The noise comes from the caller, so the
-AOT pairing (aot.training.pairing) sits outside the loss and the loss is EDM's, unchanged (paper-spec §1.1, §2.2)."""
+AOT pairing (aot.training.pairing) sits outside the loss and the loss is EDM's, unchanged (docs/method.md §1.1, §2.2)."""
 
 from __future__ import annotations
 

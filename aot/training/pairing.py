@@ -5,15 +5,15 @@ i.i.d. noises eps_j ~ N(0, I), solves the linear assignment problem
 
     pi* = argmin_pi sum_i W_{i, pi(i)},    W_ij = ||eps_j - y'_i||_2   (unsquared L2, flattened vectors)
 
-exactly, and trains on the pairs (y'_i, eps'_i) with eps'_i = eps_{pi*(i)} (paper-spec §1.2). The noise set
+exactly, and trains on the pairs (y'_i, eps'_i) with eps'_i = eps_{pi*(i)} (docs/method.md §1.2). The noise set
 is only permuted, so its marginal stays N(0, I). For conditional models the assignment is solved per class
-among the noises at that class's own positions (paper-spec §1.3), so p(eps | label) stays N(0, I) too.
+among the noises at that class's own positions (docs/method.md §1.3), so p(eps | label) stays N(0, I) too.
 
 The caller draws the noise with its own generator; everything here is deterministic. Cost matrices are
 built in float32 on the images' device (all classes' blocks into one buffer, copied to the CPU at once) and
 solved on the CPU by an exact solver from ``SOLVERS``, the independent per-class problems in a few threads
 where the host has cores to spare. ``BackgroundPairer`` runs the pairing of the next pool in a worker thread
-(paper-spec §1.7).
+(docs/method.md §1.7).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def assignment_groups(
     n : int
         Pool size N.
     labels : Tensor, shape (N,), int, optional
-        Class indices; each class forms its own group (paper-spec §1.3). Absent classes give no group.
+        Class indices; each class forms its own group (docs/method.md §1.3). Absent classes give no group.
     micro_batch : int, optional
         Split the pool into consecutive chunks of this size (the last one may be shorter).
 
@@ -220,7 +220,7 @@ def pair_noise(
         candidates noise[:, i] (Improved Immiscible Diffusion). knn is *not* a permutation: the
         selected noise is biased toward its image, so the noise marginal is only approximately N(0, I).
     per_class : bool
-        Solve one assignment per class among the noises at that class's positions (paper-spec §1.3).
+        Solve one assignment per class among the noises at that class's positions (docs/method.md §1.3).
         Has no effect for ``"none"`` and ``"knn"``, whose candidates are already private to each image.
     micro_batch : int, optional
         Chunk size for ``"immiscible"`` (required there, ignored otherwise).
@@ -269,7 +269,7 @@ def default_solve_threads() -> int:
 
 
 class BackgroundPairer:
-    """Runs pair_noise in one worker thread so the next pool's assignment overlaps training (paper-spec §1.7).
+    """Runs pair_noise in one worker thread so the next pool's assignment overlaps training (docs/method.md §1.7).
 
     Results come back in submission order. The exact solvers release the GIL, so the main thread keeps
     training while the worker solves. On a GPU the worker issues the cost-matrix kernels on its current
