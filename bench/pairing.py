@@ -31,7 +31,8 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from aot.training.pairing import SOLVERS, pair_noise, resolve_solver
+from aot.training.assignment import SOLVERS, resolve_solver
+from aot.training.pairing import pair_noise
 
 # ----------------------------------------------------------------------------
 # Data: digits upsampled to 3x32x32 (as pairing-bench.md), or a Gaussian control.

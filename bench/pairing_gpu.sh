@@ -9,6 +9,6 @@
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/lapjv-*.whl
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-python3 -c "import aot.training.pairing as p; assert 'lapjv' in p.SOLVERS, 'lapjv did not import'"
+python3 -c "import aot.training.assignment as p; assert 'lapjv' in p.SOLVERS, 'lapjv did not import'"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 bench/pairing.py --sizes 512,2048 --device cuda --instances 5 2>&1 | tee "${OUT:-.}/pairing-gpu.md"

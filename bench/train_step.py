@@ -45,7 +45,7 @@ import torch
 import yaml
 
 from aot.data.datasets import Dataset, digits_dataset, synthetic_dataset
-from aot.training import pairing
+from aot.training import assignment, pairing
 from aot.training.loop import TrainSpec, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,7 +208,7 @@ def main() -> None:
     }
     print(
         f"# training throughput, pairing none vs aot (background thread, solver "
-        f"{pairing.resolve_solver('auto').__name__}, {pairing.default_solve_threads()} solve thread(s)); "
+        f"{assignment.resolve_solver('auto').__name__}, {pairing.default_solve_threads()} solve thread(s)); "
         f"{'--long' if args.long else '--quick'}: {len(order)} runs per case in ABBA order, medians"
     )
     print(f"# {_cpu_name()}, {torch.get_num_threads()} torch thread, torch {torch.__version__}; arch {arch}")

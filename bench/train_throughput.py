@@ -23,8 +23,8 @@ import torch
 
 from aot.data.datasets import synthetic_dataset
 from aot.models.networks import count_parameters
+from aot.training.assignment import resolve_solver
 from aot.training.loop import TrainSpec, build_denoiser, train
-from aot.training.pairing import resolve_solver
 
 CASES = {
     # name: (arch, network overrides)

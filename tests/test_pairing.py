@@ -8,8 +8,9 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from aot.training import pairing
-from aot.training.pairing import METHODS, SOLVERS, BackgroundPairer, Pairing, cost_matrix, noise_shape, pair_noise
+from aot.training import assignment, pairing
+from aot.training.assignment import SOLVERS, cost_matrix
+from aot.training.pairing import METHODS, BackgroundPairer, Pairing, noise_shape, pair_noise
 
 PERMUTATION_METHODS = ("none", "aot", "aot-sq", "immiscible")
 
@@ -158,8 +159,8 @@ def test_aot_matches_pot_emd2():
 
 
 def test_auto_prefers_lapjv_when_installed():
-    expected = pairing.solve_lapjv if "lapjv" in SOLVERS else pairing.solve_scipy
-    assert pairing.resolve_solver("auto") is expected
+    expected = assignment.solve_lapjv if "lapjv" in SOLVERS else assignment.solve_scipy
+    assert assignment.resolve_solver("auto") is expected
 
 
 # ----------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def test_block_costs_match_per_group_cost_matrices(squared, split):
     micro_batch = 16 if "micro" in split else None  # 16, 16, 16, 12: consecutive ranges, used in place
     groups = pairing.assignment_groups(60, labels, micro_batch)
     sizes = [len(idx) for idx in groups]
-    W_flat = pairing._block_costs(y, eps, groups, sizes, squared)
+    W_flat = assignment.block_costs(y, eps, groups, sizes, squared)
     assert W_flat.dtype == torch.float32 and W_flat.shape == (sum(k * k for k in sizes),)
     blocks = torch.split(W_flat, [k * k for k in sizes])
     for idx, k, block in zip(groups, sizes, blocks, strict=True):
@@ -402,7 +403,7 @@ def test_background_solver_releases_the_gil(name, monkeypatch):
         during_solve.append(progress["main"] - before)
         return col
 
-    monkeypatch.setitem(pairing.SOLVERS, "probe", probe)
+    monkeypatch.setitem(assignment.SOLVERS, "probe", probe)
     n = 1024 if name == "lapjv" else 320  # a solve of tens of milliseconds on 2 cores
     y, eps = make_pool(n, seed=0, shape=(3, 8, 8))
     a = torch.randn(64, 64)
