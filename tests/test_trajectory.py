@@ -19,7 +19,6 @@ from aot.eval.trajectory import (
     TrajectoryMetrics,
     curvature,
     denoiser_grid,
-    heun_solve,
     load_metrics_json,
     metrics_nfe,
     plot_metrics,
@@ -27,7 +26,7 @@ from aot.eval.trajectory import (
     trajectory_metrics,
     trapezoid_weights,
 )
-from aot.sampling.samplers import heun_sample, karras_sigmas
+from aot.sampling.samplers import heun_sample, heun_solve, karras_sigmas
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 MU = 0.3

@@ -32,52 +32,16 @@ import torch
 from aot.core.checkpoint import atomic_write_bytes, write_json
 from aot.core.samples import save_grid
 from aot.data.datasets import to_uint8
-from aot.sampling.samplers import Denoiser, heun_sample, karras_sigmas, nfe, seeded_latents
-
-# ----------------------------------------------------------------------------------------------------------
-# Heun building blocks (float64 state, denoiser called in ``denoise_dtype``, float32 as in heun_sample).
-
-
-def slope(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None,
-          denoise_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """ODE slope d = dx/dsigma = (x - D(x; sigma)) / sigma (EDM Eq. 3 / Algorithm 1 line 4).
-
-    x : Tensor, shape (B, C, H, W), float64; sigma : 0-d float64 tensor > 0. Returns float64 like ``x``.
-    """
-    denoised = denoise(x.to(denoise_dtype), sigma.to(denoise_dtype), labels).to(torch.float64)
-    return (x - denoised) / sigma
-
-
-def heun_step(denoise: Denoiser, x: torch.Tensor, t_cur: torch.Tensor, t_next: torch.Tensor,
-              labels: torch.Tensor | None = None, denoise_dtype: torch.dtype = torch.float32,
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of EDM Algorithm 1 from ``t_cur`` to ``t_next`` (pure Euler when ``t_next`` == 0).
-
-    The arithmetic is the same as ``heun_sample``'s, so chaining steps reproduces it bit for bit.
-    Returns (x_next, d_cur): the new float64 state and the Euler slope d_i used at ``t_cur``.
-    """
-    # Euler step.
-    d_cur = slope(denoise, x, t_cur, labels, denoise_dtype)
-    x_next = x + (t_next - t_cur) * d_cur
-    # Second order correction (skipped on a step to sigma = 0).
-    if t_next > 0:
-        d_prime = slope(denoise, x_next, t_next, labels, denoise_dtype)
-        x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
-    return x_next, d_cur
-
-
-@torch.no_grad()
-def heun_solve(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor | None = None,
-               denoise_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Heun steps through ``sigmas`` (decreasing, shape (n,)) starting from the state ``x`` at sigmas[0].
-
-    Unlike ``heun_sample`` the input is the state itself (not unit noise), so any sub-interval can be solved.
-    """
-    sigmas = sigmas.to(device=x.device, dtype=torch.float64)
-    x = x.to(torch.float64)
-    for t_cur, t_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-        x, _ = heun_step(denoise, x, t_cur, t_next, labels, denoise_dtype)
-    return x
+from aot.sampling.samplers import (
+    Denoiser,
+    heun_sample,
+    heun_solve,
+    heun_step,
+    karras_sigmas,
+    nfe,
+    seeded_latents,
+    slope,
+)
 
 
 def metrics_nfe(steps: int, fine_steps: int = 256, ref_substeps: int = 64, ref_steps: int = 512) -> int:
@@ -155,9 +119,9 @@ def _fine_straightness(denoise: Denoiser, z: torch.Tensor, sigmas: torch.Tensor,
     for j in range(len(sigmas)):
         # v(sigma_j) is the Euler slope at node j; the last node (sigma_min) needs no step.
         if j + 1 < len(sigmas):
-            x_next, v = heun_step(denoise, x, sigmas[j], sigmas[j + 1], labels, denoise_dtype)
+            x_next, v = heun_step(denoise, x, sigmas[j], sigmas[j + 1], labels, denoise_dtype=denoise_dtype)[:2]
         else:
-            x_next, v = x, slope(denoise, x, sigmas[j], labels, denoise_dtype)
+            x_next, v = x, slope(denoise, x, sigmas[j], labels, denoise_dtype)[0]
         sq_int += w[j] * v.flatten(1).square().sum(1)
         v_int += w[j] * v
         x = x_next
@@ -196,7 +160,7 @@ def trajectory_metrics(
     x = x_start = z * sigmas[0]
     d_all, local = [], []
     for i in range(steps):
-        x_next, d = heun_step(denoise, x, sigmas[i], sigmas[i + 1], labels, denoise_dtype)
+        x_next, d, _ = heun_step(denoise, x, sigmas[i], sigmas[i + 1], labels, denoise_dtype=denoise_dtype)
         sub = torch.linspace(sigmas[i].item(), sigmas[i + 1].item(), ref_substeps + 1, dtype=torch.float64,
                              device=z.device)
         sub[0], sub[-1] = sigmas[i], sigmas[i + 1]  # exact endpoints, so the last sub-step lands on 0

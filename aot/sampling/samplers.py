@@ -29,6 +29,39 @@ def nfe(steps: int) -> int:
     return 2 * steps - 1
 
 
+def slope(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None,
+          denoise_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """ODE slope d = dx/dsigma = (x - D(x; sigma)) / sigma (EDM Eq. 3 / Algorithm 1 line 4), and D(x; sigma).
+
+    x : float64 state (B, C, H, W); sigma : float64, 0-d or per sample (B,). The denoiser is called in
+    ``denoise_dtype`` (float32, as EDM's generate.py) and its output carried in float64.
+    """
+    denoised = denoise(x.to(denoise_dtype), sigma.to(denoise_dtype), labels).to(torch.float64)
+    sigma_b = sigma.view((-1,) + (1,) * (x.ndim - 1)) if sigma.ndim else sigma
+    return (x - denoised) / sigma_b, denoised
+
+
+def heun_step(denoise: Denoiser, x_hat: torch.Tensor, t_hat: torch.Tensor, t_next: torch.Tensor,
+              labels: torch.Tensor | None = None, denoise_2nd: Denoiser | None = None,
+              denoise_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of EDM Algorithm 1 from ``t_hat`` (0-d, or (B,) after per-sample churn) to ``t_next`` (0-d).
+
+    The only Heun step of the package: ``heun_sample``, ``heun_solve`` and the trajectory metrics all chain it.
+    The 2nd order correction uses ``denoise_2nd`` (default ``denoise``) and is skipped on a step to sigma = 0
+    (a plain Euler step). Returns (x_next, d_cur, denoised): the new float64 state, the Euler slope at ``t_hat``
+    and the denoiser's output there.
+    """
+    t_hat_b = t_hat.view((-1,) + (1,) * (x_hat.ndim - 1)) if t_hat.ndim else t_hat
+    # Euler step.
+    d_cur, denoised = slope(denoise, x_hat, t_hat, labels, denoise_dtype)
+    x_next = x_hat + (t_next - t_hat_b) * d_cur
+    # Second order correction (skipped on the final step to sigma = 0).
+    if t_next > 0:
+        d_prime, _ = slope(denoise if denoise_2nd is None else denoise_2nd, x_next, t_next, labels, denoise_dtype)
+        x_next = x_hat + (t_next - t_hat_b) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next, d_cur, denoised
+
+
 @torch.no_grad()
 def heun_sample(
     denoise: Denoiser,
@@ -43,9 +76,9 @@ def heun_sample(
     """Heun 2nd order solve of dx/dsigma = (x - D(x; sigma)) / sigma (EDM Algorithm 1; with ``churn``, Algorithm 2).
 
     z : Tensor, shape (B, C, H, W), unit Gaussian latents; sigmas : (steps + 1,) ending in 0.
-    ``callback(i, x_i, denoised_i, sigma_i)`` sees every Euler step (for trajectory metrics).
-    ``denoise_2nd`` (default: ``denoise``) is used for the 2nd order correction; Discriminator Guidance guides
-    only the Euler evaluation by default (``aot.sampling.guidance``).
+    ``callback(i, x_i, denoised_i, sigma_i)`` sees every step's start and its Euler evaluation (for trajectory
+    metrics). ``denoise_2nd`` (default: ``denoise``) is used for the 2nd order correction; Discriminator Guidance
+    guides only the Euler evaluation by default (``aot.sampling.guidance``).
     ``churn(i)`` (optional) returns each sample's gamma (B,) before step i, as EDM's stochastic sampler but per
     sample: x is re-noised from sigma_i to sigma_hat = sigma_i (1 + gamma) with fresh noise ``randn()`` (N(0, I)
     shaped like z, drawn on every step so that each sample's stream stays aligned) and the step starts from
@@ -54,31 +87,35 @@ def heun_sample(
     """
     if churn is not None and randn is None:
         raise ValueError("churn needs randn, the source of the re-noising draws")
-    denoise_2nd = denoise if denoise_2nd is None else denoise_2nd
     sigmas = sigmas.to(device=z.device, dtype=torch.float64)
     view = (-1,) + (1,) * (z.ndim - 1)
     x_next = z.to(torch.float64) * sigmas[0]
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         x_cur = x_next
         if churn is None:
-            x_hat, t_hat, t_hat_b = x_cur, t_cur, t_cur
+            x_hat, t_hat = x_cur, t_cur
         else:  # per-sample re-noising to t_hat >= t_cur
             t_hat = t_cur * (1 + churn(i).to(device=z.device, dtype=torch.float64))  # (B,)
-            t_hat_b = t_hat.view(view)
             xi = randn().to(device=z.device, dtype=torch.float64)
-            x_hat = x_cur + (t_hat_b**2 - t_cur**2).sqrt() * xi
-        # Euler step.
-        denoised = denoise(x_hat.to(torch.float32), t_hat.to(torch.float32), labels).to(torch.float64)
-        d_cur = (x_hat - denoised) / t_hat_b
-        x_next = x_hat + (t_next - t_hat_b) * d_cur
+            x_hat = x_cur + (t_hat.view(view) ** 2 - t_cur**2).sqrt() * xi
+        x_next, _, denoised = heun_step(denoise, x_hat, t_hat, t_next, labels, denoise_2nd)
         if callback is not None:
             callback(i, x_hat, denoised, t_hat)
-        # Second order correction (skipped on the final step to sigma = 0).
-        if t_next > 0:
-            denoised = denoise_2nd(x_next.to(torch.float32), t_next.to(torch.float32), labels).to(torch.float64)
-            d_prime = (x_next - denoised) / t_next
-            x_next = x_hat + (t_next - t_hat_b) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next
+
+
+@torch.no_grad()
+def heun_solve(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor | None = None,
+               denoise_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Heun steps through ``sigmas`` (decreasing, shape (n,)) starting from the state ``x`` at sigmas[0].
+
+    Unlike ``heun_sample`` the input is the state itself (not unit noise), so any sub-interval can be solved.
+    """
+    sigmas = sigmas.to(device=x.device, dtype=torch.float64)
+    x = x.to(torch.float64)
+    for t_cur, t_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        x, _, _ = heun_step(denoise, x, t_cur, t_next, labels, denoise_dtype=denoise_dtype)
+    return x
 
 
 def seed_generators(seeds: list[int] | torch.Tensor, device=None) -> list[torch.Generator]:
