@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from aot.__main__ import main
 from aot.core.artifacts import ArtifactError, read_json, read_jsonl, read_npz, read_state
@@ -24,7 +25,6 @@ from aot.core.checkpoint import load_checkpoint, save_checkpoint, write_json
 from aot.core.samples import load_samples, save_samples
 from aot.eval.metrics import load_stats, save_stats
 
-ROOT = Path(__file__).resolve().parents[1]
 CORRUPTIONS = ("truncated", "random", "pickled")
 
 

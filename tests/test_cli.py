@@ -1,14 +1,10 @@
 """`python -m aot` stages fail with one clear line and write nothing when their input is missing."""
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from conftest import ENV, ROOT
 
 
 def aot(*args, cwd):

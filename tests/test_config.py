@@ -1,10 +1,10 @@
 """Config checking: every shipped config is valid; a wrong key or value is one line naming it."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from aot.config.resolve import (
     ConfigError,
@@ -21,7 +21,6 @@ from aot.config.resolve import (
     typed_cli_overrides,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 
 

@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import yaml
 from cifar_archive import FOLDER, cifar10_members, write_cifar10_archive, write_tar_gz
-from wfcopy import copy_workflow
+from conftest import ENV, ROOT, copy_workflow
 
 from aot.data.datasets import CIFAR10_FIX, Dataset, cifar10_dataset, class_subset, load_dataset, synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 from aot.models.dg_assets import (
     CONFIG_KEY,
@@ -28,7 +29,6 @@ from aot.models.dg_assets import (
     verify_classifier,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

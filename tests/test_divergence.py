@@ -8,12 +8,11 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_train import TINY_NET, tiny_spec
+from conftest import ROOT, TINY_NET, tiny_spec
 
 import aot.training.discriminator
 import aot.training.loop
@@ -21,19 +20,13 @@ from aot.__main__ import main
 from aot.core.checkpoint import load_checkpoint, save_checkpoint
 from aot.core.numerics import DivergenceError, finite_flags
 from aot.core.samples import save_samples
-from aot.data.datasets import digits_dataset, save_dataset
+from aot.data.datasets import save_dataset
 from aot.eval.scoring import refuse_constant, score
 from aot.sampling.generate import generate
 from aot.training.discriminator import DiscSpec, train_discriminator
 from aot.training.loop import train
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_dataset()
 
 
 @pytest.fixture(scope="module")

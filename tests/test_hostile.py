@@ -11,11 +11,9 @@ no command runs, nothing is written outside results/.
 
 import functools
 import json
-import os
 import re
 import shlex
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from unittest import mock
@@ -23,14 +21,10 @@ from unittest import mock
 import numpy as np
 import pytest
 import yaml
-from wfcopy import copy_workflow
+from conftest import ENV, ROOT, SMK, copy_workflow
 
 import aot.config.resolve
 from aot.config.resolve import DEFAULT_SCHEMA, ConfigError, check_config, load_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SMK = [sys.executable, "-m", "snakemake"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 # The list: word splitting, command separators, command substitution, quotes, and paths out of results/.
 HOSTILE = ["a b", "x;touch HACK", "$(touch HACK)", "`touch HACK`", "'q'", '"dq"', "..", "../escape"]

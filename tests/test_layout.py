@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "aot"
 # Lowest first: a module may import its own subpackage and those before it, never one after it.
 ORDER = ["core", "data", "models", "training", "sampling", "eval", "report", "config", "cli"]

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import TINY_NET, assert_same_weights, tiny_spec
+from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec
 
 from aot.core.artifacts import read_state
 from aot.data.datasets import digits_dataset, save_dataset
 from aot.training.loop import train
 
-ROOT = Path(__file__).resolve().parents[1]
 POOL = 64
 SPEC = json.dumps(dict(pairing="aot", cond=True, network=TINY_NET, kimg=4.096, batch=32, pool=POOL, lr=2e-3,
                        lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.064, state_kimg=100.0))

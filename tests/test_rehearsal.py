@@ -15,7 +15,6 @@ Run alone: ``python -m pytest tests/test_rehearsal.py`` (about 10 minutes on 2 C
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,8 +24,8 @@ import pandas as pd
 import pytest
 import torch
 from cifar_archive import write_cifar10_archive
+from conftest import ENV, copy_workflow
 from fakes import write_fake_inception, write_random_adm_classifier
-from wfcopy import copy_workflow
 
 from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import sha256_file
@@ -35,8 +34,6 @@ from aot.models.networks import count_parameters
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 PARAMS = {"uncond": 56_397_827, "cond": 56_400_643}  # EDM's NCSN++ with augment_dim 9 (label_dim 0 / 10)
 POOL = {"uncond": 4, "cond": 40}  # multiples of the per-process batch of 2; cond: 4 images of each class
 

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, copy_workflow
 from slurm_cluster import slurm_cluster_fixture  # noqa: F401
-from wfcopy import copy_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 # One model (AOT, unconditional) trained long enough (~1 min on 2 CPU processes) to be interrupted twice; the train

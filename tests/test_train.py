@@ -6,31 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec
 
-from aot.core.checkpoint import load_checkpoint
-from aot.data.datasets import digits_dataset, save_dataset
+from aot.data.datasets import save_dataset
 from aot.models.denoiser import load_denoiser
 from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, train
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],
-                dropout=0.1)
-
-
-def tiny_spec(**kw):
-    base = dict(pairing="aot", cond=False, network=TINY_NET, kimg=0.256, batch=32, pool=64, lr=2e-3,
-                lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.128, state_kimg=0.128)
-    base.update(kw)
-    return TrainSpec.from_dict(base)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_dataset()
 
 
 def test_learning_rate_ramp():
@@ -78,17 +61,6 @@ def test_aot_lowers_pair_distance_and_edm_does_not(tmp_path, digits, cond):
     assert json.loads((tmp_path / "aot.json").read_text())["dist_reduction"] > 0
     net, ckpt = load_denoiser(tmp_path / "aot.pt")
     assert ckpt["config"]["pairing"] == "aot" and net.label_dim == (10 if cond else 0)
-
-
-def weights(path):
-    return load_checkpoint(path, kind="denoiser")["state_dict"]
-
-
-def assert_same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
 
 
 def test_extend_training_resumes_exactly(tmp_path, digits):

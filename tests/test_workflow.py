@@ -1,22 +1,17 @@
 """The real Snakefile: dry runs of every shipped config, lint, fast config errors, and a full smoke run."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from wfcopy import copy_workflow
+from conftest import ENV, ROOT, SMK, copy_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
-SMK = [sys.executable, "-m", "snakemake"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 
 

@@ -1,0 +1,80 @@
+"""Shared test helpers and fixtures.
+
+Test modules import the plain helpers (``from conftest import ROOT, ENV, run_aot``); pytest injects the fixtures.
+``-m "not slow"`` is the quick run: it starts no Snakemake, no cluster and no multi-process job (those tests carry
+``pytest.mark.slow``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import aot from this checkout
+SMK = [sys.executable, "-m", "snakemake"]
+AOT = [sys.executable, "-m", "aot"]
+
+# A SongUNet small enough for a CPU training step in milliseconds (the embedded default's shape, fewer channels).
+TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],
+                dropout=0.1)
+
+
+def tiny_spec(**kw):
+    """A TrainSpec for TINY_NET on digits: 2 ticks of 128 images, states every tick."""
+    from aot.training.loop import TrainSpec
+
+    base = dict(pairing="aot", cond=False, network=TINY_NET, kimg=0.256, batch=32, pool=64, lr=2e-3,
+                lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.128, state_kimg=0.128)
+    base.update(kw)
+    return TrainSpec.from_dict(base)
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    from aot.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, kind="denoiser")["state_dict"]
+
+
+def assert_same_weights(a, b) -> None:
+    """The checkpoints at ``a`` and ``b`` hold bit-identical weights."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def run_aot(args, cwd=ROOT, env=None, **kw) -> subprocess.CompletedProcess:
+    """``python -m aot <args>`` in a subprocess, output captured as text."""
+    return subprocess.run(AOT + [str(a) for a in args], cwd=cwd, env=env or ENV, capture_output=True, text=True,
+                          **kw)
+
+
+def run_snakemake(args, cwd=ROOT, env=None, **kw) -> subprocess.CompletedProcess:
+    """``python -m snakemake <args>`` in a subprocess, output captured as text."""
+    return subprocess.run(SMK + [str(a) for a in args], cwd=cwd, env=env or ENV, capture_output=True, text=True,
+                          **kw)
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow (Snakefile, workflow/, config/) in ``dest`` for tests that run Snakemake for
+    real, so their results/ and .snakemake/ never touch the checkout; returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", dest)
+    shutil.copytree(ROOT / "workflow", dest / "workflow")
+    shutil.copytree(ROOT / "config", dest / "config")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits in the project's Dataset format (read once per test run)."""
+    from aot.data.datasets import digits_dataset
+
+    return digits_dataset()
