@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from aot.core.names import ModelName
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -423,7 +425,7 @@ def network_spec(cfg: dict) -> dict:
 
 def train_spec(cfg: dict, model: str) -> dict:
     """The spec handed to ``python -m aot train`` for ``model`` (e.g. 'aot-cond'); its changes trigger a retrain."""
-    arm_name, cond = model.rsplit("-", 1)
+    arm_name, cond = ModelName.parse(model)
     arm, t = cfg["arms"][arm_name], cfg["train"]
     spec = {k: v for k, v in t.items() if k != "gpus"}
     spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
@@ -437,7 +439,7 @@ def train_spec(cfg: dict, model: str) -> dict:
 
 def disc_spec(cfg: dict, guided: str) -> dict:
     """The spec handed to ``python -m aot train-disc`` for a guided model (e.g. 'aot_dg-cond')."""
-    run_name, cond = guided.rsplit("-", 1)
+    run_name, cond = ModelName.parse(guided)
     g = cfg["guidance"]
     epochs = g["train"]["epochs"]
     return dict(g["train"], epochs=epochs[cond] if isinstance(epochs, dict) else epochs, cond=(cond == "cond"),
@@ -479,9 +481,9 @@ def describe_config(cfg: dict) -> dict:
                                                                   num_classes=DATASET_CLASSES),
                  "models": {}, "guided": {}}
     for model in model_names(cfg):
-        arm = cfg["arms"][model.rsplit("-", 1)[0]]
+        arm = cfg["arms"][ModelName.parse(model).arm]
         if "checkpoints" in arm:
-            out["models"][model] = {"import": arm["checkpoints"][model.rsplit("-", 1)[1]], "pairing": arm["pairing"]}
+            out["models"][model] = {"import": arm["checkpoints"][ModelName.parse(model).cond], "pairing": arm["pairing"]}
             continue
         spec = train_spec(cfg, model)
         with torch.device("meta"):
@@ -492,7 +494,7 @@ def describe_config(cfg: dict) -> dict:
                                 "gpus": cfg["train"]["gpus"]}
     g = cfg["guidance"]
     for guided in guided_names(cfg):
-        run_name, cond = guided.rsplit("-", 1)
+        run_name, cond = ModelName.parse(guided)
         run = g["runs"][run_name]
         out["guided"][guided] = {
             "base_model": f"{run['arm']}-{cond}", "disc_spec": disc_spec(cfg, guided),

@@ -14,6 +14,8 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from aot.core.names import ModelName
+
 
 def comparisons_table(metrics: list[dict], features: dict[str, dict], *, groups: int = 50) -> pd.DataFrame:
     # groups: jackknife groups where the metrics do not say how many evaluate used (evaluate.fd_jackknife)
@@ -27,7 +29,7 @@ def comparisons_table(metrics: list[dict], features: dict[str, dict], *, groups:
     """
     by_key = {}
     for m in metrics:
-        arm, cond = m["model"].rsplit("-", 1)
+        arm, cond = ModelName.parse(m["model"])
         g = m.get("guidance")
         key = f"{m['model']}/rho{m['rho']:g}-steps{m['steps']}"
         if key in features:
@@ -74,7 +76,7 @@ def _score_model_arm(m: dict, metrics: list[dict]) -> str | None:
     ckpt = m.get("checkpoint")
     for other in metrics:
         if other.get("guidance") is None and ckpt is not None and other.get("checkpoint") == ckpt:
-            return other["model"].rsplit("-", 1)[0]
+            return ModelName.parse(other["model"]).arm
     return None
 
 
@@ -177,7 +179,7 @@ def coupling_table(metrics: list[dict], stats: list[dict], features: dict[str, d
     for m in metrics:
         if m.get("guidance") or m["model"] not in train or metric_key not in m["scores"]:
             continue
-        arm, cond = m["model"].rsplit("-", 1)
+        arm, cond = ModelName.parse(m["model"])
         s = train[m["model"]]
         f = features.get(f"{m['model']}/rho{m['rho']:g}-steps{m['steps']}") if metric_key == FEATURES_METRIC \
             else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aot.core.names import ModelName
 from aot.eval.paired import FEATURES_METRIC, comparisons_table, coupling_table
 from aot.report.paper import (
     PAIRING_OF,
@@ -49,7 +50,7 @@ def score_table(metrics: list[dict]) -> pd.DataFrame:
     """One row per (model, rho, steps, metric): our score and the paper's FID for the same setting."""
     rows = []
     for m in metrics:
-        arm, cond = m["model"].rsplit("-", 1)
+        arm, cond = ModelName.parse(m["model"])
         g = m.get("guidance")
         disc_pairing = g["discriminator_config"]["pairing"] if g else None
         if g:
@@ -73,7 +74,7 @@ def score_table(metrics: list[dict]) -> pd.DataFrame:
 
 def pairing_table(stats: list[dict]) -> pd.DataFrame:
     """Mean image-noise distance of the pairs each arm trained on, vs independent pairing of the same draws."""
-    rows = [dict(arm=s["model"].rsplit("-", 1)[0], conditioning=s["model"].rsplit("-", 1)[1],
+    rows = [dict(arm=ModelName.parse(s["model"]).arm, conditioning=ModelName.parse(s["model"]).cond,
                  pairing=s["pairing"], pool=s["pool"], kimg=s["kimg"], mean_dist_paired=s["mean_dist_paired"],
                  mean_dist_independent=s["mean_dist_independent"], reduction_pct=100 * s["dist_reduction"],
                  solve_ms=1000 * s["solve_seconds_mean"], wait_pct=100 * s["wait_fraction"]) for s in stats]
@@ -86,7 +87,7 @@ def trajectory_table(trajs: list[dict]) -> pd.DataFrame:
     rows = []
     for t in trajs:
         m, meta = t["metrics"], t["meta"]
-        arm, cond = meta["model"].rsplit("-", 1)
+        arm, cond = ModelName.parse(meta["model"])
         rows.append(dict(arm=arm, pairing=meta["pairing"], conditioning=cond, rho=meta["rho"], steps=meta["steps"],
                          NFE=meta["nfe"], straightness=m["straightness"],
                          straightness_normalized=m["straightness_normalized"],
@@ -181,7 +182,7 @@ def table3(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
 
 def discriminator_table(stats: list[dict]) -> pd.DataFrame:
     """How each discriminator trained: final BCE loss and accuracy (real vs generated), noise pairing gain."""
-    rows = [dict(model=s["model"], conditioning=s["model"].rsplit("-", 1)[1], disc_pairing=s["spec"]["pairing"],
+    rows = [dict(model=s["model"], conditioning=ModelName.parse(s["model"]).cond, disc_pairing=s["spec"]["pairing"],
                  extractor=s["spec"]["extractor"], epochs=s["epochs"], images_per_class=s["images_per_class"],
                  final_loss=s["final_loss"], final_accuracy=s["final_accuracy"],
                  pair_dist_reduction_pct=100 * s["dist_reduction"] if "dist_reduction" in s else None)

@@ -8,6 +8,7 @@ sys.path.insert(
     0, workflow.basedir
 )  # import aot from the checkout even when it is not pip-installed
 
+from aot.core.names import ModelName
 from aot.config.resolve import (
     ConfigError,
     disc_spec as resolved_disc_spec,
@@ -153,12 +154,12 @@ def launcher(wildcards, resources):
 
 
 def checkpoint_source(wildcards):
-    arm, cond = wildcards.model.rsplit("-", 1)
+    arm, cond = ModelName.parse(wildcards.model)
     return config["arms"][arm]["checkpoints"][cond]
 
 
 def import_pairing(wildcards):
-    return config["arms"][wildcards.model.rsplit("-", 1)[0]]["pairing"]
+    return config["arms"][ModelName.parse(wildcards.model).arm]["pairing"]
 
 
 def setting(wildcards):
@@ -167,7 +168,7 @@ def setting(wildcards):
 
 def guided_run(model):
     """'aot_dg-cond' -> (the run's config entry, 'cond')."""
-    run, cond = model.rsplit("-", 1)
+    run, cond = ModelName.parse(model)
     return GUIDANCE["runs"][run], cond
 
 
