@@ -23,17 +23,29 @@ class ConfigError(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last).
+
+    Merge keys (``<<: {kimg: 3}`` or ``<<: *anchor``) read as ``yaml.safe_load`` reads them: a key given beside the
+    merge overrides the merged one, as YAML allows; each merged mapping's own keys must be unique too."""
 
     def construct_mapping(self, node, deep=False):
+        self._check_unique(node, deep)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_unique(self, node: yaml.MappingNode, deep: bool) -> None:
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for m in merged:
+                    if isinstance(m, yaml.MappingNode):  # anything else: flatten_mapping's own error
+                        self._check_unique(m, deep)
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 where = f"{getattr(self, 'name', '<config>')} line {key_node.start_mark.line + 1}"
                 raise ConfigError(f"config error: {where}: key '{key}' is given twice in one mapping; keep one")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -169,6 +169,32 @@ def test_duplicate_yaml_key_is_an_error(tmp_path):
         load_yaml(f)
 
 
+@pytest.mark.parametrize("text", [
+    "train: {<<: {kimg: 3.0}, lr: 0.001}\n",
+    "experiment: a\nsample: &s {num_images: 8, batch: 4}\ntrajectory:\n  <<: *s\n  num_images: 5\n",
+    "experiment: a\ndataset: &d {source: digits}\nnetwork: &n {arch: ddpmpp}\ntrain: {<<: [*d, *n], kimg: 2}\n",
+])
+def test_yaml_merge_keys_read_as_safe_load(tmp_path, text):
+    """A merge key is YAML (safe_load reads it): the duplicate-key loader reads it the same way, a key beside the
+    merge overriding the merged one."""
+    f = tmp_path / "merge.yaml"
+    f.write_text(text)
+    assert load_yaml(f) == yaml.safe_load(text)
+
+
+def test_yaml_merge_keys_in_a_config_file(tmp_path):
+    base = yaml.safe_dump(load(), sort_keys=False).replace("train:\n", "train:\n  <<: {kimg: 3.0, seed: 4}\n", 1)
+    f = tmp_path / "merge.yaml"
+    f.write_text(base)
+    cfg = resolve_config([f])
+    assert cfg["train"]["kimg"] == 40 and cfg["train"]["seed"] == 0  # the file's own keys override the merged ones
+    f.write_text(base.replace("  <<: {kimg: 3.0, seed: 4}\n", "  <<: {batch_gpu: 64}\n"))
+    assert resolve_config([f])["train"]["batch_gpu"] == 64
+    f.write_text("train: {<<: {kimg: 3, kimg: 4}}\n")  # inside a merged mapping a key is still given once
+    with pytest.raises(ConfigError, match=r"merge.yaml line 1: key 'kimg' is given twice"):
+        load_yaml(f)
+
+
 @pytest.mark.parametrize(
     "entries",
     [
