@@ -63,11 +63,17 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config error: {path} is not valid YAML: {' '.join(str(e).split())}") from None
     finally:
         loader.dispose()
-    if data is None:
-        return {}
+    if data is None:  # Snakemake's --configfile refuses such a file too
+        raise ConfigError(f"config error: {path} holds no config keys (it is empty or only comments); a config file "
+                          "is a YAML mapping of config keys (see config/README.md)")
     if not isinstance(data, dict):
-        raise ConfigError(f"config error: {path} must be a YAML mapping of config keys (see config/README.md)")
+        raise ConfigError(f"config error: {path} must be a YAML mapping of config keys, not a "
+                          f"{_yaml_kind(data)} (see config/README.md)")
     return data
+
+
+def _yaml_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "scalar")
 
 
 def _fill_defaults(node: Any, schema: dict) -> None:
@@ -421,7 +427,27 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
     for path in configfiles or [EMBEDDED_DEFAULT]:
         merge_config(cfg, load_yaml(path))
     merge_config(cfg, typed_cli_overrides(cli or {}))
-    return check_config(cfg, schema_path)
+    try:
+        return check_config(cfg, schema_path)
+    except ConfigError:
+        if configfiles:
+            _raise_if_partial(cfg, [str(f) for f in configfiles], schema_path)
+        raise
+
+
+def _raise_if_partial(cfg: dict, configfiles: list[str], schema_path: str | Path) -> None:
+    """A config file missing top-level keys is most likely meant as an override of the embedded default: say that a
+    --configfile is the whole experiment, list every missing key, and show how to merge it over the default."""
+    missing = [k for k in load_yaml(schema_path).get("required", []) if k not in cfg]
+    if not missing:
+        return
+    files = ", ".join(configfiles)
+    keys = f"key {missing[0]}" if len(missing) == 1 else f"keys {', '.join(missing)}"
+    raise ConfigError(
+        f"config error: {files} {'lacks' if len(configfiles) == 1 else '(merged) lack'} the top-level {keys}: a "
+        f"--configfile is the whole experiment (config/config.yaml, the embedded default, is then not read); give "
+        f"them, merge over the default in order (--configfile config/config.yaml {' '.join(configfiles)}), or start "
+        "from a copy of config/config.yaml")
 
 
 def network_spec(cfg: dict) -> dict:

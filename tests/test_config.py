@@ -195,6 +195,42 @@ def test_yaml_merge_keys_in_a_config_file(tmp_path):
         load_yaml(f)
 
 
+def test_a_partial_config_file_names_every_missing_key_and_the_fix(tmp_path):
+    """A file meant as an override of the embedded default: one line that says a config file is the whole
+    experiment, lists every missing top-level key, and gives the command that merges it over the default."""
+    mine = tmp_path / "my.yaml"
+    mine.write_text("train: {kimg: -3}\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_config([mine])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"config error: {mine} lacks the top-level keys experiment, dataset, "
+                                              "arms, conditioning, network, sample, evaluate: ")
+    assert "a --configfile is the whole experiment" in msg and f"--configfile config/config.yaml {mine}" in msg
+    assert "copy of config/config.yaml" in msg
+    # As the line says: merged over the default, the file's own mistake is what is left.
+    with pytest.raises(ConfigError, match=r"^config error: train.kimg: -3 is less than or equal to the minimum"):
+        resolve_config([ROOT / "config/config.yaml", mine])
+    other = tmp_path / "other.yaml"
+    other.write_text("experiment: x\n")
+    with pytest.raises(ConfigError, match=rf"{mine}, {other} \(merged\) lack the top-level keys dataset, arms, "):
+        resolve_config([mine, other])
+    with pytest.raises(ConfigError, match=r"lacks the top-level key evaluate: "):  # one missing key
+        resolve_config([mine], parse_cli_config(["experiment=x", "dataset={source: digits}", "arms={a: {pairing: "
+                                                 "none}}", "conditioning=[uncond]", "network={arch: ddpmpp}",
+                                                 "sample={grid: [{rho: 7, steps: 4}], num_images: 8}"]))
+
+
+@pytest.mark.parametrize("text, what", [("", "holds no config keys"), ("# only a comment\n", "holds no config keys"),
+                                        ("- a\n- b\n", "not a list"), ("42\n", "not a number")])
+def test_an_empty_or_list_config_file_is_named(tmp_path, text, what):
+    f = tmp_path / "odd.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        resolve_config([ROOT / "config/config.yaml", f])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"config error: {f} ") and what in msg
+
+
 @pytest.mark.parametrize(
     "entries",
     [

@@ -300,6 +300,8 @@ PARITY = [  # (config file text or None = no --configfile, --config entries); ea
     (DEFAULT_TEXT.replace("batch: 128 ", "batch: '64' "), []),
     (DEFAULT_TEXT.replace("  kimg: 40 ", "  kimg: 40\n  kimg: 80 "), []),  # a duplicated key
     (DEFAULT_TEXT.replace("source: digits ", "source: cifar10 "), []),  # test_fraction is unused there
+    ("train: {kimg: -3}\n", []),  # a partial file: every missing top-level key, and how to merge it
+    (DEFAULT_TEXT.replace("\ntrain:\n", "\ntrain:\n  <<: {seed: 3}\n", 1), []),  # a YAML merge key is YAML
 ]
 
 
