@@ -146,9 +146,75 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     return out
 
 
+# What a config can ask for. Seeds: every seed key is 0..SEED_MAX (the schema's maximum) and so is every seed a
+# range of them reaches: torch seeds its generators with 64 bits, and the training derives its streams from
+# 2 * (seed * processes + rank) + 2. Images: an evaluate job holds every sample of its setting in memory (CIFAR-10:
+# 3 KB an image, 3 GB at the bound; the paper's protocol is 3 x 50k), a discriminator job every generated image.
+# Jobs: Snakemake builds its DAG at 1-4 ms a job on a 2-core machine (22,184 jobs: 30-80 s), before any output.
+SEED_MAX = 2**31 - 1
+MAX_IMAGES = 1_000_000
+MAX_SAMPLING_JOBS = 10_000
+
+
+def size_errors(cfg: dict) -> list[str]:
+    """Seed ranges, image counts and the number of sampling jobs beyond what the workflow can run (see above)."""
+    out = []
+    s, g = cfg["sample"], cfg["guidance"]
+    guided = guided_names(cfg)
+    counts = {"sample.num_images": s["num_images"]}
+    if guided:
+        counts["guidance.fakes.num_images"] = g["fakes"]["num_images"]
+    for key, n in counts.items():
+        if n > MAX_IMAGES:
+            out.append(f"{key}: {n} is more than {MAX_IMAGES:,} images, the most a config can ask for (one job holds "
+                       "them all in memory: 3 GB of CIFAR-10 images at that bound; the paper's FID protocol needs "
+                       "150,000); lower it")
+    ranges = {"sample.seed_start": (s["seed_start"], s["num_images"])}
+    if cfg["trajectory"]["settings"]:
+        ranges["trajectory.seed_start"] = (cfg["trajectory"]["seed_start"], cfg["trajectory"]["num_images"])
+    if guided:
+        ranges["guidance.fakes.seed_start"] = (g["fakes"]["seed_start"], g["fakes"]["num_images"])
+    for key, (first, n) in ranges.items():
+        if first + n - 1 > SEED_MAX:
+            out.append(f"{key}: seeds {first}..{first + n - 1} go past {SEED_MAX}, the largest seed (torch seeds "
+                       "with 64 bits and derives further seeds from each); start lower")
+    if out:
+        return out
+    jobs, what = sampling_jobs(cfg)
+    if jobs > MAX_SAMPLING_JOBS:
+        key, fix = (("sample.shard_size", "raise sample.shard_size") if s["shard_size"] else
+                    ("sample.grid", "use fewer settings or arms"))
+        out.append(f"{key}: the config makes {jobs:,} sampling jobs ({what}); at most {MAX_SAMPLING_JOBS:,}: "
+                   f"Snakemake takes 1-4 ms a job to build its DAG, minutes before any output at that many; {fix}")
+    return out
+
+
+def sampling_jobs(cfg: dict) -> tuple[int, str]:
+    """The number of sampling jobs (rules sample and sample_guided) of a resolved config, and how it adds up: each
+    model x grid setting and each guided model in shards of sample.shard_size (common.smk: shards), and the
+    generated images of each guided run's base model at the run's setting (fake_shards)."""
+    s, g = cfg["sample"], cfg["guidance"]
+    guided = guided_names(cfg)
+    per_setting = -(-s["num_images"] // (s["shard_size"] or s["num_images"]))
+    f = g["fakes"]["num_images"]
+    per_fakes = -(-f // min(s["shard_size"] or f, f))
+    fakes = set()
+    for name in guided:
+        run, cond = name.rsplit("-", 1)
+        r = g["runs"][run]
+        fakes.add((r["arm"], cond, r["rho"], r["steps"]))
+    settings = len(model_names(cfg)) * len(s["grid"]) + len(guided)
+    what = f"{per_setting:,} for each of {settings} model settings"
+    if fakes:
+        what += f", {per_fakes:,} for each of {len(fakes)} sets of generated images"
+    return settings * per_setting + len(fakes) * per_fakes, what
+
+
 def semantic_errors(cfg: dict) -> list[str]:
     """Rules across keys that the JSON schema cannot express."""
-    out = []
+    out = size_errors(cfg)
+    if out:  # nothing below is worth checking (or computing) for a config that asks for too much
+        return out
     t, s = cfg["train"], cfg["sample"]
     procs = max(1, t["gpus"])
     if t["batch"] % procs:

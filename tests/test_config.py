@@ -7,6 +7,10 @@ import pytest
 import yaml
 
 from aot.config import (
+    DEFAULT_SCHEMA,
+    MAX_IMAGES,
+    MAX_SAMPLING_JOBS,
+    SEED_MAX,
     ConfigError,
     check_config,
     describe_config,
@@ -17,6 +21,7 @@ from aot.config import (
     model_names,
     parse_cli_config,
     resolve_config,
+    sampling_jobs,
     setting_name,
     typed_cli_overrides,
 )
@@ -378,3 +383,94 @@ def test_cifar10_coupling_study_is_the_paper_recipe_with_the_sweep():
     assert sorted(s["seed"] for s in specs.values() if s["pairing"] == "aot-sq") == [0, 1, 2]
     assert cfg["evaluate"]["metrics"] == ["inception"] and cfg["sample"]["num_images"] == 50000
     assert {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]} == {(7, 18), (27, 8)}
+
+
+# ----------------------------------------------------------------------------
+# What a config can ask for: seed ranges, image counts, sampling jobs.
+
+
+def seed_keys(schema: dict, path: tuple = ()):
+    """(dotted path, subschema) of every schema key whose name holds 'seed' ('*' is any name of a mapping)."""
+    for key, sub in schema.get("properties", {}).items():
+        if "seed" in key:
+            yield ".".join((*path, key)), sub
+        yield from seed_keys(sub, (*path, key))
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from seed_keys(schema["additionalProperties"], (*path, "*"))
+
+
+SEED_KEYS = dict(seed_keys(load_yaml(DEFAULT_SCHEMA)))
+
+
+def test_every_seed_key_has_a_range():
+    assert set(SEED_KEYS) == {"dataset.split_seed", "dataset.subset_seed", "arms.*.seed", "train.seed",
+                              "sample.seed_start", "evaluate.featnet.seed", "trajectory.seed_start",
+                              "guidance.fakes.seed_start", "guidance.train.seed"}
+    assert all(sub["type"] == "integer" and sub["minimum"] == 0 and sub["maximum"] == SEED_MAX == 2**31 - 1
+               for sub in SEED_KEYS.values())
+
+
+@pytest.mark.parametrize("key", sorted(SEED_KEYS))
+def test_a_seed_past_the_range_is_refused(key):
+    """The issue's train.seed 99999999999999999999999 passed the dry run, then torch.manual_seed overflowed."""
+    cfg = load()
+    *parents, last = [("aot" if p == "*" else p) for p in key.split(".")]
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = 99999999999999999999999
+    if key == "dataset.subset_seed":
+        cfg["dataset"]["subset"] = 100
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    where = key.replace("*", "aot")
+    assert str(e.value) == (f"config error: {where}: 99999999999999999999999 is greater than the maximum of "
+                            f"{SEED_MAX} (see config/README.md)")
+    node[last] = SEED_MAX - 5000000 if key == "guidance.fakes.seed_start" else SEED_MAX - 10**6
+    if key in ("sample.seed_start", "trajectory.seed_start"):
+        node[last] = 10**9  # away from the other seed ranges
+    check_config(cfg)  # within the range
+
+
+@pytest.mark.parametrize("key, first", [("sample", 2**31 - 999), ("trajectory", 2**31 - 31),
+                                        ("guidance.fakes", 2**31 - 1499)])
+def test_a_seed_range_must_end_within_the_range(key, first):
+    cfg = load()
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    node["seed_start"] = first
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    n = node["num_images"]
+    assert str(e.value) == (f"config error: {key}.seed_start: seeds {first}..{first + n - 1} go past {SEED_MAX}, the "
+                            "largest seed (torch seeds with 64 bits and derives further seeds from each); start lower")
+    node["seed_start"] = first - 1
+    check_config(cfg)
+
+
+def test_a_huge_sample_count_is_refused_at_once():
+    """The issue's sample count: 10^8 images in shards of 500 (seeds moved so that they are valid) kept snakemake -n
+    busy for minutes without a word; now one line names the bound and why."""
+    moved = ["guidance={fakes: {seed_start: 900000000}}", "trajectory={seed_start: 800000000}"]
+    with pytest.raises(ConfigError) as e:
+        resolve_config(None, parse_cli_config(["sample={num_images: 100000000, shard_size: 500}", *moved]))
+    assert str(e.value).startswith(f"config error: sample.num_images: 100000000 is more than {MAX_IMAGES:,} images, "
+                                   "the most a config can ask for (one job holds them all in memory")
+    cfg = resolve_config(None, parse_cli_config(["sample={num_images: 1000000, shard_size: 10000}", *moved]))
+    assert sampling_jobs(cfg)[0] == 22 * 100 + 4  # 4 models x 4 settings + 6 guided; 4 sets of 1500 fakes
+    with pytest.raises(ConfigError) as e:
+        resolve_config(None, parse_cli_config(["sample={num_images: 1000000, shard_size: 50}", *moved]))
+    assert str(e.value) == (
+        "config error: sample.shard_size: the config makes 440,120 sampling jobs (20,000 for each of 22 model "
+        "settings, 30 for each of 4 sets of generated images); at most 10,000: Snakemake takes 1-4 ms a job to build "
+        "its DAG, minutes before any output at that many; raise sample.shard_size")
+    with pytest.raises(ConfigError, match=r"guidance.fakes.num_images: 2000000 is more than 1,000,000 images"):
+        resolve_config(None, parse_cli_config(["guidance={fakes: {num_images: 2000000}}"]))
+    resolve_config(None, parse_cli_config(["guidance={enabled: false, fakes: {num_images: 2000000}}"]))  # unused
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_well_within_the_bounds(path):
+    jobs, _ = sampling_jobs(check_config(yaml.safe_load(path.read_text())))
+    assert jobs <= MAX_SAMPLING_JOBS // 20, jobs

@@ -149,6 +149,31 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
     assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
+@pytest.mark.parametrize("cfg", [None, "config/cifar10-uncond.yaml"])
+def test_sampling_job_count_is_snakemakes(cfg):
+    """aot.config.sampling_jobs (what the bound on sampling jobs counts) is the dry run's sample + sample_guided."""
+    from aot.config import parse_cli_config, resolve_config, sampling_jobs
+
+    extra = ["sample={shard_size: 250}"] if cfg is None else []  # 4 shards per setting, 6 per set of fakes
+    r = run(["-n", "--forceall"] + (["--configfile", cfg] if cfg else []) + (["--config", *extra] if extra else []))
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = job_counts(r.stdout)
+    assert sampling_jobs(resolve_config([cfg] if cfg else None, parse_cli_config(extra)))[0] == (
+        jobs["sample"] + jobs["sample_guided"])
+
+
+@pytest.mark.parametrize("sample, line", [
+    ("{num_images: 100000000, shard_size: 500}", "config error: sample.num_images: 100000000 is more than 1,000,000 "),
+    ("{num_images: 1000000, shard_size: 50}", "config error: sample.shard_size: the config makes 440,120 sampling "),
+])
+def test_a_huge_sample_count_stops_the_dry_run_at_once(sample, line):
+    """The issue's case kept `snakemake -n` silent past 150 s (a DAG of millions of jobs): now one line in seconds."""
+    r = run(["-n", "--config", f"sample={sample}", "guidance={fakes: {seed_start: 900000000}}",
+             "trajectory={seed_start: 800000000}"], timeout=120)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("config error")]
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith(line), r.stderr[-2000:]
+
+
 def test_slurm_profile_dry_run(tmp_path):
     """The README's way: the profile copied to ~/.config/snakemake/slurm, then `--profile slurm` from the checkout."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
