@@ -480,6 +480,42 @@ def parse_cli_config(entries: list[str]) -> dict:
     return out
 
 
+# CIFAR-10's python batches (aot.data reads them) and the folder the official archive extracts them to.
+CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def cifar10_batch_files(folder: str | Path) -> dict[str, Path]:
+    """The CIFAR-10 batches of an extracted archive: in ``folder`` itself or in a folder right below it
+    (cifar-10-batches-py/ first, then the others by name); a batch found in neither is left out. Two levels at
+    most, so that a wrong folder (a home directory, /) is answered at once."""
+    folder = Path(folder)
+    below = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: (p.name != CIFAR10_FOLDER, p.name))
+    out = {}
+    for name in CIFAR10_BATCHES:
+        hit = next((d / name for d in (folder, *below) if (d / name).is_file()), None)
+        if hit is not None:
+            out[name] = hit
+    return out
+
+
+def archive_errors(cfg: dict) -> list[str]:
+    """A dataset.archive folder without CIFAR-10's batches (a file is checked by the job that reads it)."""
+    archive = cfg["dataset"].get("archive")
+    if cfg["dataset"]["source"] != "cifar10" or not archive or not Path(archive).is_dir():
+        return []
+    try:
+        missing = [n for n in CIFAR10_BATCHES if n not in cifar10_batch_files(archive)]
+    except OSError as e:
+        return [f"dataset.archive: {archive}: the folder cannot be read ({e.strerror}); point it at "
+                "cifar-10-python.tar.gz or the folder it extracts to"]
+    if missing:
+        return [f"dataset.archive: {archive} is a folder without CIFAR-10 (no {', '.join(missing)} in it or in a "
+                f"folder right below it, such as {CIFAR10_FOLDER}/); point it at cifar-10-python.tar.gz or the "
+                "folder it extracts to, or set it to null to download"]
+    return []
+
+
 def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None = None,
                    schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
     """The validated config the workflow runs for ``snakemake [--configfile F ...] [--config ...]``.
@@ -487,18 +523,23 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
     With no config file the embedded default (config/config.yaml) is the experiment; with any, those files merged
     in order are the whole experiment (the embedded default is not loaded: none of its keys can leak into a paper
     config). ``cli`` is ``--config`` as Snakemake parsed it (:func:`parse_cli_config`); its nested scalars are read
-    as YAML (:func:`typed_cli_overrides`) and merged on top. Raises ConfigError (one line) if anything is wrong.
+    as YAML (:func:`typed_cli_overrides`) and merged on top. Raises ConfigError (one line) if anything is wrong,
+    including a ``dataset.archive`` folder without CIFAR-10 in it (:func:`archive_errors`).
     """
     cfg: dict = {}
     for path in configfiles or [EMBEDDED_DEFAULT]:
         merge_config(cfg, load_yaml(path))
     merge_config(cfg, typed_cli_overrides(cli or {}))
     try:
-        return check_config(cfg, schema_path)
+        cfg = check_config(cfg, schema_path)
     except ConfigError:
         if configfiles:
             _raise_if_partial(cfg, [str(f) for f in configfiles], schema_path)
         raise
+    errs = archive_errors(cfg)
+    if errs:
+        raise ConfigError(f"config error: {errs[0]}")
+    return cfg
 
 
 def _raise_if_partial(cfg: dict, configfiles: list[str], schema_path: str | Path) -> None:
