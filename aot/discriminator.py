@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aot.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_state_dict_file
+from aot.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND, EncoderUNet, load_weights
 from aot.artifacts import read_state
 from aot.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, write_json
 from aot.data import Dataset, sha256_file, to_float
@@ -114,7 +114,7 @@ def discriminator_from_ctor(ctor: dict[str, Any]) -> Discriminator:
             raise FileNotFoundError(f"feature extractor weights not found: {path}")
         if sha256_file(path) != ctor["extractor_sha256"]:
             raise ValueError(f"{path}: sha256 differs from the one this discriminator was trained with")
-        disc.extractor.load_state_dict(load_state_dict_file(path))
+        load_weights(disc.extractor, path)
     return disc
 
 
