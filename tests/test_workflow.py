@@ -346,3 +346,17 @@ def test_check_config_and_the_workflow_agree(tmp_path):
         assert (cli.returncode == 0) == (smk.returncode == 0) == (not ours), (text, extra, cli.stderr, theirs)
         assert ours == theirs, (i, ours, theirs)
     assert i == len(PARITY) - 1
+
+
+def test_conda_env_pins_what_pyproject_pins():
+    """workflow/envs/aot.yaml (--sdm conda) installs the very requirements of pyproject.toml, then this checkout."""
+    import tomllib
+
+    import yaml
+
+    env = yaml.safe_load((ROOT / "workflow/envs/aot.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert pip == [*project["dependencies"], "-e ../.."]
+    assert f"python={project['requires-python'].removeprefix('>=')}" in env["dependencies"]
+    assert project["license"] == {"text": "MIT"} and (ROOT / "LICENSE").read_text().startswith("MIT License\n")
