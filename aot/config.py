@@ -533,8 +533,9 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
     try:
         cfg = check_config(cfg, schema_path)
     except ConfigError:
-        if configfiles:
-            _raise_if_partial(cfg, [str(f) for f in configfiles], schema_path)
+        partial = _partial_file_error(cfg, [str(f) for f in configfiles], schema_path) if configfiles else None
+        if partial is not None:
+            raise partial from None
         raise
     errs = archive_errors(cfg)
     if errs:
@@ -542,15 +543,16 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
     return cfg
 
 
-def _raise_if_partial(cfg: dict, configfiles: list[str], schema_path: str | Path) -> None:
-    """A config file missing top-level keys is most likely meant as an override of the embedded default: say that a
-    --configfile is the whole experiment, list every missing key, and show how to merge it over the default."""
+def _partial_file_error(cfg: dict, configfiles: list[str], schema_path: str | Path) -> ConfigError | None:
+    """A config file missing top-level keys is most likely meant as an override of the embedded default: the error
+    says that a --configfile is the whole experiment, lists every missing key and shows how to merge it over the
+    default. None if no top-level key is missing."""
     missing = [k for k in load_yaml(schema_path).get("required", []) if k not in cfg]
     if not missing:
-        return
+        return None
     files = ", ".join(configfiles)
     keys = f"key {missing[0]}" if len(missing) == 1 else f"keys {', '.join(missing)}"
-    raise ConfigError(
+    return ConfigError(
         f"config error: {files} {'lacks' if len(configfiles) == 1 else '(merged) lack'} the top-level {keys}: a "
         f"--configfile is the whole experiment (config/config.yaml, the embedded default, is then not read); give "
         f"them, merge over the default in order (--configfile config/config.yaml {' '.join(configfiles)}), or start "
