@@ -254,3 +254,46 @@ def test_full_size_against_dg_checkout(monkeypatch):
         torch.testing.assert_close(clf(x, t), ref_clf(x, timesteps=t), rtol=1e-4, atol=1e-4)
         ref_d = ref_head(ref_feats, t, sigmoid=True, condition=labels)
         torch.testing.assert_close(torch.sigmoid(head(ref_feats, t, labels)), ref_d, rtol=1e-4, atol=1e-5)
+
+
+def test_hostile_state_dict_files_are_one_typed_line(tmp_path):
+    """As every loader: a folder, a truncated or foreign file, pickled objects, a state_dict of another network are
+    one ArtifactError line naming the file (no torch advice to load it unsafely); a missing file stays
+    FileNotFoundError."""
+    import io
+    import zipfile
+    from fractions import Fraction
+
+    from aot.core.artifacts import ArtifactError
+    from aot.models.adm import load_weights
+
+    buf = io.BytesIO()
+    torch.save(EncoderUNet(**DG_HEAD).state_dict(), buf)
+    good = buf.getvalue()
+    pickled = io.BytesIO()
+    torch.save({"w": Fraction(1, 3)}, pickled)
+    files = {"truncated.pt": good[: len(good) // 2], "random.pt": os.urandom(256), "empty.pt": b"",
+             "html.pt": b"<!DOCTYPE html><html></html>", "fraction.pt": pickled.getvalue()}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "folder.pt").mkdir()
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as z:
+        z.writestr("x/data.pkl", "not torch")
+    for name in [*files, "folder.pt", "zip.pt"]:
+        with pytest.raises(ArtifactError) as err:
+            load_state_dict_file(tmp_path / name)
+        msg = str(err.value)
+        assert msg.startswith(f"{tmp_path / name}: unreadable ") and "\n" not in msg, msg
+        assert "weights_only" not in msg and "guidance.extractor_weights" in msg, msg
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        load_state_dict_file(tmp_path / "absent.pt")
+
+    (tmp_path / "head.pt").write_bytes(good)  # a DG head's weights where the classifier's belong
+    with pytest.raises(ArtifactError) as err:
+        load_weights(EncoderUNet(**{**DG_HEAD, "model_channels": 64}), tmp_path / "head.pt")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'head.pt'}: unreadable ") and "does not fit EncoderUNet: " in msg, msg
+    assert "tensors of another shape" in msg and "\n" not in msg, msg
+    net = EncoderUNet(**DG_HEAD)
+    load_weights(net, tmp_path / "head.pt")
+    assert all(torch.equal(v, torch.load(io.BytesIO(good), weights_only=True)[k]) for k, v in net.state_dict().items())

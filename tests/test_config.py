@@ -7,6 +7,10 @@ import yaml
 from conftest import ROOT
 
 from aot.config.resolve import (
+    DEFAULT_SCHEMA,
+    MAX_IMAGES,
+    MAX_SAMPLING_JOBS,
+    SEED_MAX,
     ConfigError,
     check_config,
     describe_config,
@@ -17,6 +21,7 @@ from aot.config.resolve import (
     model_names,
     parse_cli_config,
     resolve_config,
+    sampling_jobs,
     setting_name,
     typed_cli_overrides,
 )
@@ -45,7 +50,7 @@ def test_defaults_are_filled():
     [
         (lambda c: c["train"].update(kimgg=1), "train: Additional properties"),
         (lambda c: c["train"].update(kimg=-1), "train.kimg"),
-        (lambda c: c["arms"]["aot"].update(pairing="ot"), "arms.aot.pairing"),
+        (lambda c: c["arms"]["aot"].update(pairing="ot"), "arms.aot.training.pairing"),
         (lambda c: c["sample"]["grid"].append({"rho": 7, "steps": 1}), "sample.grid.4.steps"),
         (lambda c: c["train"].update(pool=100), "train.pool"),
         (lambda c: c.update(conditioning=["both"]), "conditioning.0"),
@@ -166,6 +171,68 @@ def test_duplicate_yaml_key_is_an_error(tmp_path):
     f.write_text("experiment: a\ntrain:\n  kimg: 1\n  kimg: 2\n")
     with pytest.raises(ConfigError, match=r"dup.yaml line 4: key 'kimg' is given twice"):
         load_yaml(f)
+
+
+@pytest.mark.parametrize("text", [
+    "train: {<<: {kimg: 3.0}, lr: 0.001}\n",
+    "experiment: a\nsample: &s {num_images: 8, batch: 4}\ntrajectory:\n  <<: *s\n  num_images: 5\n",
+    "experiment: a\ndataset: &d {source: digits}\nnetwork: &n {arch: ddpmpp}\ntrain: {<<: [*d, *n], kimg: 2}\n",
+])
+def test_yaml_merge_keys_read_as_safe_load(tmp_path, text):
+    """A merge key is YAML (safe_load reads it): the duplicate-key loader reads it the same way, a key beside the
+    merge overriding the merged one."""
+    f = tmp_path / "merge.yaml"
+    f.write_text(text)
+    assert load_yaml(f) == yaml.safe_load(text)
+
+
+def test_yaml_merge_keys_in_a_config_file(tmp_path):
+    base = yaml.safe_dump(load(), sort_keys=False).replace("train:\n", "train:\n  <<: {kimg: 3.0, seed: 4}\n", 1)
+    f = tmp_path / "merge.yaml"
+    f.write_text(base)
+    cfg = resolve_config([f])
+    assert cfg["train"]["kimg"] == 40 and cfg["train"]["seed"] == 0  # the file's own keys override the merged ones
+    f.write_text(base.replace("  <<: {kimg: 3.0, seed: 4}\n", "  <<: {batch_gpu: 64}\n"))
+    assert resolve_config([f])["train"]["batch_gpu"] == 64
+    f.write_text("train: {<<: {kimg: 3, kimg: 4}}\n")  # inside a merged mapping a key is still given once
+    with pytest.raises(ConfigError, match=r"merge.yaml line 1: key 'kimg' is given twice"):
+        load_yaml(f)
+
+
+def test_a_partial_config_file_names_every_missing_key_and_the_fix(tmp_path):
+    """A file meant as an override of the embedded default: one line that says a config file is the whole
+    experiment, lists every missing top-level key, and gives the command that merges it over the default."""
+    mine = tmp_path / "my.yaml"
+    mine.write_text("train: {kimg: -3}\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_config([mine])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"config error: {mine} lacks the top-level keys experiment, dataset, "
+                                              "arms, conditioning, network, sample, evaluate: ")
+    assert "a --configfile is the whole experiment" in msg and f"--configfile config/config.yaml {mine}" in msg
+    assert "copy of config/config.yaml" in msg
+    # As the line says: merged over the default, the file's own mistake is what is left.
+    with pytest.raises(ConfigError, match=r"^config error: train.kimg: -3 is less than or equal to the minimum"):
+        resolve_config([ROOT / "config/config.yaml", mine])
+    other = tmp_path / "other.yaml"
+    other.write_text("experiment: x\n")
+    with pytest.raises(ConfigError, match=rf"{mine}, {other} \(merged\) lack the top-level keys dataset, arms, "):
+        resolve_config([mine, other])
+    with pytest.raises(ConfigError, match=r"lacks the top-level key evaluate: "):  # one missing key
+        resolve_config([mine], parse_cli_config(["experiment=x", "dataset={source: digits}", "arms={a: {pairing: "
+                                                 "none}}", "conditioning=[uncond]", "network={arch: ddpmpp}",
+                                                 "sample={grid: [{rho: 7, steps: 4}], num_images: 8}"]))
+
+
+@pytest.mark.parametrize("text, what", [("", "holds no config keys"), ("# only a comment\n", "holds no config keys"),
+                                        ("- a\n- b\n", "not a list"), ("42\n", "not a number")])
+def test_an_empty_or_list_config_file_is_named(tmp_path, text, what):
+    f = tmp_path / "odd.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        resolve_config([ROOT / "config/config.yaml", f])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"config error: {f} ") and what in msg
 
 
 @pytest.mark.parametrize(
@@ -315,3 +382,94 @@ def test_cifar10_coupling_study_is_the_paper_recipe_with_the_sweep():
     assert sorted(s["seed"] for s in specs.values() if s["pairing"] == "aot-sq") == [0, 1, 2]
     assert cfg["evaluate"]["metrics"] == ["inception"] and cfg["sample"]["num_images"] == 50000
     assert {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]} == {(7, 18), (27, 8)}
+
+
+# ----------------------------------------------------------------------------
+# What a config can ask for: seed ranges, image counts, sampling jobs.
+
+
+def seed_keys(schema: dict, path: tuple = ()):
+    """(dotted path, subschema) of every schema key whose name holds 'seed' ('*' is any name of a mapping)."""
+    for key, sub in schema.get("properties", {}).items():
+        if "seed" in key:
+            yield ".".join((*path, key)), sub
+        yield from seed_keys(sub, (*path, key))
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from seed_keys(schema["additionalProperties"], (*path, "*"))
+
+
+SEED_KEYS = dict(seed_keys(load_yaml(DEFAULT_SCHEMA)))
+
+
+def test_every_seed_key_has_a_range():
+    assert set(SEED_KEYS) == {"dataset.split_seed", "dataset.subset_seed", "arms.*.seed", "train.seed",
+                              "sample.seed_start", "evaluate.featnet.seed", "trajectory.seed_start",
+                              "guidance.fakes.seed_start", "guidance.train.seed"}
+    assert all(sub["type"] == "integer" and sub["minimum"] == 0 and sub["maximum"] == SEED_MAX == 2**31 - 1
+               for sub in SEED_KEYS.values())
+
+
+@pytest.mark.parametrize("key", sorted(SEED_KEYS))
+def test_a_seed_past_the_range_is_refused(key):
+    """The issue's train.seed 99999999999999999999999 passed the dry run, then torch.manual_seed overflowed."""
+    cfg = load()
+    *parents, last = [("aot" if p == "*" else p) for p in key.split(".")]
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = 99999999999999999999999
+    if key == "dataset.subset_seed":
+        cfg["dataset"]["subset"] = 100
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    where = key.replace("*", "aot")
+    assert str(e.value) == (f"config error: {where}: 99999999999999999999999 is greater than the maximum of "
+                            f"{SEED_MAX} (see config/README.md)")
+    node[last] = SEED_MAX - 5000000 if key == "guidance.fakes.seed_start" else SEED_MAX - 10**6
+    if key in ("sample.seed_start", "trajectory.seed_start"):
+        node[last] = 10**9  # away from the other seed ranges
+    check_config(cfg)  # within the range
+
+
+@pytest.mark.parametrize("key, first", [("sample", 2**31 - 999), ("trajectory", 2**31 - 31),
+                                        ("guidance.fakes", 2**31 - 1499)])
+def test_a_seed_range_must_end_within_the_range(key, first):
+    cfg = load()
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    node["seed_start"] = first
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    n = node["num_images"]
+    assert str(e.value) == (f"config error: {key}.seed_start: seeds {first}..{first + n - 1} go past {SEED_MAX}, the "
+                            "largest seed (torch seeds with 64 bits and derives further seeds from each); start lower")
+    node["seed_start"] = first - 1
+    check_config(cfg)
+
+
+def test_a_huge_sample_count_is_refused_at_once():
+    """The issue's sample count: 10^8 images in shards of 500 (seeds moved so that they are valid) kept snakemake -n
+    busy for minutes without a word; now one line names the bound and why."""
+    moved = ["guidance={fakes: {seed_start: 900000000}}", "trajectory={seed_start: 800000000}"]
+    with pytest.raises(ConfigError) as e:
+        resolve_config(None, parse_cli_config(["sample={num_images: 100000000, shard_size: 500}", *moved]))
+    assert str(e.value).startswith(f"config error: sample.num_images: 100000000 is more than {MAX_IMAGES:,} images, "
+                                   "the most a config can ask for (one job holds them all in memory")
+    cfg = resolve_config(None, parse_cli_config(["sample={num_images: 1000000, shard_size: 10000}", *moved]))
+    assert sampling_jobs(cfg)[0] == 22 * 100 + 4  # 4 models x 4 settings + 6 guided; 4 sets of 1500 fakes
+    with pytest.raises(ConfigError) as e:
+        resolve_config(None, parse_cli_config(["sample={num_images: 1000000, shard_size: 50}", *moved]))
+    assert str(e.value) == (
+        "config error: sample.shard_size: the config makes 440,120 sampling jobs (20,000 for each of 22 model "
+        "settings, 30 for each of 4 sets of generated images); at most 10,000: Snakemake takes 1-4 ms a job to build "
+        "its DAG, minutes before any output at that many; raise sample.shard_size")
+    with pytest.raises(ConfigError, match=r"guidance.fakes.num_images: 2000000 is more than 1,000,000 images"):
+        resolve_config(None, parse_cli_config(["guidance={fakes: {num_images: 2000000}}"]))
+    resolve_config(None, parse_cli_config(["guidance={enabled: false, fakes: {num_images: 2000000}}"]))  # unused
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_well_within_the_bounds(path):
+    jobs, _ = sampling_jobs(check_config(yaml.safe_load(path.read_text())))
+    assert jobs <= MAX_SAMPLING_JOBS // 20, jobs

@@ -340,6 +340,39 @@ def test_dry_run_missing_archive_names_it(tmp_path, workflow_copy):
     assert "Missing input files for rule prepare_dataset" in out and str(archive) in out, out[-2000:]
 
 
+def test_archive_folder_without_cifar10_stops_before_any_job(tmp_path, workflow_copy):
+    """A dataset.archive folder that holds no CIFAR-10 (here: the batches two folders down, and a half-extracted
+    copy) is refused by the config check, in one line naming the folder and the missing batches; the loader searches
+    the same places, so what the check accepts the job reads."""
+    from aot.config.resolve import ConfigError, resolve_config
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    expected = write_cifar10_archive(archive, per_batch=10, protocol=4)
+    deep = tmp_path / "deep"
+    with tarfile.open(archive) as tar:
+        tar.extractall(deep / "a" / "b", filter="data")
+    config = cifar_config(tmp_path, deep)
+    with pytest.raises(ConfigError) as e:
+        resolve_config([config])
+    assert str(e.value) == (f"config error: dataset.archive: {deep} is a folder without CIFAR-10 (no data_batch_1, "
+                            "data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch in it or in a folder "
+                            f"right below it, such as {FOLDER}/); point it at cifar-10-python.tar.gz or the folder it "
+                            "extracts to, or set it to null to download")
+    assert "no file data_batch_1 in it or in a folder right below it" in load_error(deep, FileNotFoundError)
+    r = snakemake("-n", "--configfile", str(config), cwd=workflow_copy)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("config error")]
+    assert r.returncode != 0 and lines == [str(e.value)], r.stderr[-2000:]
+
+    (deep / "a" / "b" / FOLDER / "test_batch").unlink()  # one level up from here: all but test_batch
+    with pytest.raises(ConfigError, match=r"a folder without CIFAR-10 \(no test_batch in it or"):
+        resolve_config([cifar_config(tmp_path, deep / "a" / "b")])
+    (deep / "a" / "b" / FOLDER / "test_batch").write_bytes(
+        tarfile.open(archive).extractfile(f"{FOLDER}/test_batch").read())
+    for good in (deep / "a" / "b", deep / "a" / "b" / FOLDER):  # the two layouts of an extracted archive
+        assert resolve_config([cifar_config(tmp_path, good)])["dataset"]["archive"] == str(good)
+        assert_same(cifar10_dataset(good), expected)
+
+
 def test_dry_run_archive_and_subset_flags(tmp_path, workflow_copy):
     archive = tmp_path / "a dir" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()

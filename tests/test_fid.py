@@ -118,9 +118,10 @@ class FakeResponse(io.BytesIO):
         return chunk
 
 
-def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch, fake_weights):
+def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch, pinned):
     """clean-fid's own download functions run; an interrupted transfer leaves no file, a whole one lands (the
-    Inception file with its sha256 beside it, what verify_inception checks)."""
+    Inception file checked to be the official one, what verify_inception accepts)."""
+    fake_weights = pinned
     torchscript = fake_weights.read_bytes()
     buf = io.BytesIO()
     np.savez(buf, mu=np.zeros(3), sigma=np.eye(3))
@@ -142,10 +143,8 @@ def test_downloads_use_cleanfid_urls_and_are_atomic(offline, caches, monkeypatch
     assert (caches["inception"] / INCEPTION_FILE).read_bytes() == torchscript
     mu, sigma = reference_stats()
     np.testing.assert_array_equal(sigma, np.eye(3))
-    assert listing(caches["inception"], caches["stats"]) == [
-        str(caches["inception"] / INCEPTION_FILE), str(caches["inception"] / f"{INCEPTION_FILE}.sha256"),
-        str(caches["stats"] / STATS_FILE)
-    ]
+    assert listing(caches["inception"], caches["stats"]) == [str(caches["inception"] / INCEPTION_FILE),
+                                                             str(caches["stats"] / STATS_FILE)]
     assert fid.verify_inception(caches["inception"] / INCEPTION_FILE) == sha256(torchscript)
     assert urls[0] == downloads_helper.inception_url
     assert urls[1] == fid.cleanfid_stats_url("cifar10", 32, "train")
@@ -204,10 +203,16 @@ def sha256(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def fake_weights(tmp_path_factory):
-    """A stand-in TorchScript Inception, with the <file>.sha256 that fetch_inception writes beside a download."""
-    path = write_fake_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
-    path.with_name(f"{INCEPTION_FILE}.sha256").write_text(f"{sha256(path.read_bytes())}  {INCEPTION_FILE}\n")
-    return path
+    """A stand-in TorchScript Inception (same interface as the official file, other bytes)."""
+    return write_fake_inception(tmp_path_factory.mktemp("weights") / INCEPTION_FILE)
+
+
+@pytest.fixture
+def pinned(monkeypatch, fake_weights):
+    """The stand-in plays the official file: its size and sha256 are pinned in place of the real file's."""
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", sha256(fake_weights.read_bytes()))
+    monkeypatch.setattr(fid, "INCEPTION_BYTES", fake_weights.stat().st_size)
+    return fake_weights
 
 
 @pytest.fixture
@@ -219,7 +224,8 @@ def no_download(monkeypatch):
     monkeypatch.setattr(downloads_helper, "check_download_url", refuse)
 
 
-def test_inception_features_from_local_file(fake_weights, offline, no_download, caches):
+def test_inception_features_from_local_file(pinned, offline, no_download, caches):
+    fake_weights = pinned
     assert inception_weights(fake_weights) == fake_weights
     assert inception_weights(fake_weights.parent) == fake_weights  # a folder holding the file
     feats = InceptionFeatures(inception_weights(fake_weights), device="cpu", batch_size=3)
@@ -243,8 +249,9 @@ def test_inception_features_from_local_file(fake_weights, offline, no_download, 
 
 
 @pytest.mark.filterwarnings(r"ignore:.*torch\.jit\.load.* is deprecated:FutureWarning")
-def test_inception_features_match_cleanfid_pipeline(fake_weights, tmp_path):
+def test_inception_features_match_cleanfid_pipeline(pinned, tmp_path):
     """Same numbers as clean-fid's own legacy_tensorflow path: PNG -> ResizeDataset -> InceptionV3W."""
+    fake_weights = pinned
     cleanfid_fid = pytest.importorskip("cleanfid.fid")
     from cleanfid.inception_torchscript import InceptionV3W
     from PIL import Image
@@ -282,36 +289,38 @@ def test_inception_features_rejects_bad_weights(tmp_path):
 
 def test_inception_file_is_hashed_before_anything_loads_it(tmp_path, fake_weights, monkeypatch):
     """torch.jit.load runs the file's code: a file is loaded only with the sha256 the user trusts
-    (evaluate.inception_sha256) or the one fetch_inception recorded when it downloaded it; else one line with the
-    file's sha256, and nothing is loaded."""
+    (evaluate.inception_sha256) or the official file's (INCEPTION_SHA256); else one line with the file's sha256, and
+    nothing is loaded."""
     import shutil
 
     loads = []
     real_load = torch.jit.load
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     digest = sha256(fake_weights.read_bytes())
-    mine = tmp_path / "my-inception.pt"  # a file of the user's, without a .sha256 beside it
+    mine = tmp_path / "my-inception.pt"  # a file of the user's, not the official one
     shutil.copy(fake_weights, mine)
 
     with pytest.raises(ValueError) as e:
         InceptionFeatures(mine)
-    assert_one_line(e.value, str(mine), "not loaded", f"evaluate.inception_sha256: {digest}")
+    assert_one_line(e.value, str(mine), "not loaded", f"evaluate.inception_sha256: {digest}",
+                    f"is not the official {INCEPTION_FILE}'s ({fid.INCEPTION_SHA256})")
     with pytest.raises(ValueError) as e:
         InceptionFeatures(mine, sha256="0" * 64)
     assert_one_line(e.value, str(mine), f"sha256 {digest} is not evaluate.inception_sha256 ({'0' * 64})")
     assert loads == []
     assert InceptionFeatures(mine, sha256=digest.upper()).sha256 == digest and len(loads) == 1
 
-    # A downloaded file changed since its download: refused, naming the record and the rule to rerun.
+    # The official file needs no trusted sha256 (the stand-in plays it); a changed copy of it is refused.
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", digest)
     fetched = tmp_path / "resources" / INCEPTION_FILE
     fetched.parent.mkdir()
     shutil.copy(fake_weights, fetched)
-    shutil.copy(fake_weights.with_name(f"{INCEPTION_FILE}.sha256"), fetched.parent)
     assert InceptionFeatures(fetched).sha256 == digest and len(loads) == 2
     fetched.write_bytes(fetched.read_bytes() + b"tampered")
     with pytest.raises(ValueError) as e:
         InceptionFeatures(fetched)
-    assert_one_line(e.value, str(fetched), f"recorded in {fetched}.sha256", "snakemake -R fetch_inception")
+    assert_one_line(e.value, str(fetched), f"is not the official {INCEPTION_FILE}'s ({digest})",
+                    "snakemake -R fetch_inception")
     assert len(loads) == 2
 
 
@@ -396,54 +405,91 @@ def test_fid_blocks_rejects_bad_counts():
     assert len(out["fid_blocks"]) == 2 == int(np.ceil(20 / 10))
 
 
-def test_fetch_inception_downloads_checks_archive_and_writes_sha256(offline, tmp_path, monkeypatch, fake_weights):
-    """Rule fetch_inception's stage: clean-fid's download into the given path (atomic), a TorchScript archive check
-    that loads nothing, and <out>.sha256; a file already there is kept; a non-TorchScript file is refused."""
-    import hashlib
-    import zipfile
+def test_the_official_inception_file_is_pinned():
+    """The digest k-diffusion pins for inception-2015-12-05.pt at the same URL, and that file's size."""
+    assert fid.INCEPTION_SHA256 == "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+    assert fid.INCEPTION_BYTES == 95_607_719
+    assert downloads_helper.inception_url == (
+        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt")
 
-    from aot.__main__ import main
 
-    calls = []
+@pytest.fixture
+def serve(monkeypatch):
+    """clean-fid's download writes the given file (bytes, or a size for a sparse file of zeros); returns the calls."""
+    calls, content = [], {}
 
     def fake_download(folder):
         calls.append(folder)
         dest = Path(folder) / INCEPTION_FILE
-        dest.write_bytes(fake_weights.read_bytes())
+        data = content["data"]
+        if isinstance(data, int):
+            with open(dest, "wb") as f:
+                f.truncate(data)
+        else:
+            dest.write_bytes(data)
         return str(dest)
 
     monkeypatch.setattr(downloads_helper, "check_download_inception", fake_download)
+    return lambda data: content.update(data=data) or calls
+
+
+def test_fetch_inception_refuses_a_file_that_is_not_the_official_one(offline, tmp_path, serve, fake_weights):
+    """With the real pin: a download of another file (wrong size; right size, wrong sha256) stops with one line
+    giving the expected and the found size and sha256, the URL and the path, and never lands; a wrong file already
+    at the path is refused and kept; nothing else is written."""
+    url = downloads_helper.inception_url
+    out = tmp_path / "resources" / INCEPTION_FILE
+    expected = f"expected 95,607,719 bytes, sha256 {fid.INCEPTION_SHA256}"
+    for data, got in ((fake_weights.read_bytes(), f"got {fake_weights.stat().st_size:,} bytes ("),
+                      (95_607_719, f"got 95,607,719 bytes, sha256 {hashlib.sha256(bytes(95_607_719)).hexdigest()}")):
+        calls = serve(data)
+        with pytest.raises(fid.AssetMismatchError) as e:
+            fid.fetch_inception(out)
+        assert_one_line(e.value, str(out), f"not the official {INCEPTION_FILE}", expected, got,
+                        f"downloaded from {url}", "evaluate.inception_sha256")
+        assert listing(tmp_path) == [str(out.parent)] and len(calls) >= 1  # no file, no temporary folder
+
+    out.write_bytes(fake_weights.read_bytes())  # put there by hand
+    calls = serve(b"never downloaded")
+    n = len(calls)
+    with pytest.raises(fid.AssetMismatchError) as e:
+        fid.fetch_inception(out)
+    assert_one_line(e.value, str(out), expected, f"got {fake_weights.stat().st_size:,} bytes",
+                    "snakemake -R fetch_inception", url)
+    assert out.read_bytes() == fake_weights.read_bytes() and listing(tmp_path) == [str(out.parent), str(out)]
+    assert len(calls) == n  # a file in place is never replaced by a download
+
+    from aot.__main__ import main
+
+    assert main(["fetch-inception", "--out", str(out)]) == 2  # the CLI prints the line (exit 2)
+
+
+def test_clean_fid_cache_download_is_checked_too(offline, caches, serve, fake_weights):
+    serve(fake_weights.read_bytes())
+    with pytest.raises(fid.AssetMismatchError) as e:
+        inception_weights()
+    assert_one_line(e.value, str(caches["inception"] / INCEPTION_FILE), f"sha256 {fid.INCEPTION_SHA256}")
+    assert listing(*caches.values()) == []
+
+
+def test_fetch_inception_downloads_the_official_file(offline, tmp_path, monkeypatch, serve, pinned):
+    """Rule fetch_inception's stage: clean-fid's download into the given path (atomic) once checked; a file already
+    there is checked and kept; offline, one line and exit 2."""
+    from aot.__main__ import main
+
+    calls = serve(pinned.read_bytes())
     out = tmp_path / "resources" / INCEPTION_FILE
     info = fid.fetch_inception(out)
-    digest = hashlib.sha256(fake_weights.read_bytes()).hexdigest()
-    assert info["downloaded"] and info["sha256"] == digest and info["url"] == downloads_helper.inception_url
-    assert out.read_bytes() == fake_weights.read_bytes() and len(calls) == 1
-    assert (tmp_path / "resources" / f"{INCEPTION_FILE}.sha256").read_text() == f"{digest}  {INCEPTION_FILE}\n"
-    assert sorted(p.name for p in out.parent.iterdir()) == [INCEPTION_FILE, f"{INCEPTION_FILE}.sha256"]
-    assert not fid.fetch_inception(out)["downloaded"] and len(calls) == 1  # present: kept
+    digest = hashlib.sha256(pinned.read_bytes()).hexdigest()
+    assert info == dict(path=str(out), sha256=digest, url=downloads_helper.inception_url,
+                        bytes=pinned.stat().st_size, downloaded=True)
+    assert out.read_bytes() == pinned.read_bytes() and len(calls) == 1
+    assert listing(tmp_path) == [str(out.parent), str(out)]
+    assert fid.fetch_inception(out) == dict(info, downloaded=False) and len(calls) == 1  # present: kept
+    assert fid.verify_inception(out) == digest  # loadable without evaluate.inception_sha256
 
-    for name, content in (("notzip.pt", b"not a zip"), ("plain.zip", None)):
-        bad = tmp_path / name
-        if content is None:
-            with zipfile.ZipFile(bad, "w") as z:
-                z.writestr("x/data.txt", "hello")
-        else:
-            bad.write_bytes(content)
-        with pytest.raises(ValueError) as e:
-            fid.fetch_inception(bad)
-        assert_one_line(e.value, str(bad), "snakemake -R fetch_inception")
-        assert not (tmp_path / f"{name}.sha256").exists()
+    def offline_download(folder):
+        raise OSError("offline")
 
-    # With the official sha256 pinned, any other file is refused and gets no record.
-    other = tmp_path / "other" / INCEPTION_FILE
-    monkeypatch.setattr(fid, "INCEPTION_SHA256", "f" * 64)
-    with pytest.raises(ValueError) as e:
-        fid.fetch_inception(other)
-    assert_one_line(e.value, str(other), f"sha256 {digest} is not the official", "snakemake -R fetch_inception")
-    assert not other.with_name(f"{INCEPTION_FILE}.sha256").exists()
-    monkeypatch.setattr(fid, "INCEPTION_SHA256", digest)
-    assert fid.fetch_inception(other)["sha256"] == digest
-
-    monkeypatch.setattr(downloads_helper, "check_download_inception", lambda folder: (_ for _ in ()).throw(
-        OSError("offline")))
+    monkeypatch.setattr(downloads_helper, "check_download_inception", offline_download)
     assert main(["fetch-inception", "--out", str(tmp_path / "new" / INCEPTION_FILE)]) == 2

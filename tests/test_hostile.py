@@ -284,6 +284,9 @@ def test_dry_run_quotes_each_hostile_value(wf, placeholder_run, value):
     target = (wf / value).resolve()
     if not target.exists():
         target.write_text("")  # dataset.archive must exist
+    if target.is_dir():  # '..': a dataset.archive folder must hold CIFAR-10's batches
+        for name in aot.config.resolve.CIFAR10_BATCHES:
+            (target / name).touch()
     cmds = dry_run_commands(wf, with_values({k: value for k in keys}), "hostile.yaml")
     # No character of the value (or of anything else) is left to the shell: quoted, or plain.
     assert not [(c, unquoted(c)) for c in cmds if unquoted(c)]

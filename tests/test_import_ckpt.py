@@ -424,3 +424,55 @@ def test_pickle_written_by_edm_code(arch, tmp_path):
     with torch.no_grad():
         out = net(ref["x"], ref["sigma"], ref["y"], ref["aug"])
     torch.testing.assert_close(out, ref["out"], rtol=1e-5, atol=1e-5)  # EDM's attention op rounds differently
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hostile or odd pickles through `python -m aot import-checkpoint`: one line naming the file, as every loader.
+
+
+def _bare(class_name: str) -> Persistent:
+    return Persistent(class_name, dict(_parameters=OrderedDict(), _buffers=OrderedDict(), _modules=OrderedDict()),
+                      "pass\n")
+
+
+def _hostile_pickle(case: str, marker: Path) -> bytes:
+    net, network = make_net("ddpmpp", 0, 0)
+    if case == "persistent class without a backbone":
+        return edm_pickle(_bare("EDMPrecond"), "pass\n")
+    if case == "one persistent object, no snapshot":
+        with _edm_modules():
+            return pickle.dumps(_bare("EDMPrecond"))
+    if case == "nested storage of code":
+        return edm_pickle(_EvilStorage(pickle.dumps(_Evil(marker), protocol=2)), "pass\n")
+    if case == "nested storage of garbage":
+        return edm_pickle(_EvilStorage(b"\x80\x02garbage"), "pass\n")
+    ema = _edm_precond(net, network, "pass\n")
+    backbone = ema.meta["state"]["_modules"]["model"].meta["state"]
+    if case == "string channel count":
+        backbone["_init_kwargs"]["model_channels"] = "many"
+    elif case == "no channel_mult":
+        backbone["_init_kwargs"]["channel_mult"] = None
+    elif case == "other channel count":
+        backbone["_init_kwargs"]["model_channels"] = 4
+    elif case == "kwargs not a mapping":
+        backbone["_init_kwargs"] = [1, 2]
+    elif case == "modules not a mapping":
+        backbone["_modules"] = [1, 2]
+    return edm_pickle(ema, "pass\n")
+
+
+@pytest.mark.parametrize("case", ["persistent class without a backbone", "one persistent object, no snapshot",
+                                  "nested storage of code", "nested storage of garbage", "string channel count",
+                                  "no channel_mult", "other channel count", "kwargs not a mapping",
+                                  "modules not a mapping"])
+def test_hostile_pickles_give_one_line_naming_the_file(case, tmp_path, write, capsys):
+    from aot.__main__ import main
+
+    marker = tmp_path / "pwned"
+    src = write(_hostile_pickle(case, marker), "hostile.pkl")
+    out = tmp_path / "net.pt"
+    assert main(["import-checkpoint", "--src", str(src), "--out", str(out), "--pairing", "none"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(src) in lines[0], lines
+    assert "weights_only" not in lines[0] and "found None" not in lines[0], lines[0]
+    assert not out.exists() and not marker.exists()

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,70 @@ def test_blocked_aot_pulls_less_and_the_summary_says_which_coupling(tmp_path, di
     assert out["pool"]["mean_dist_independent"] == pytest.approx(out["block8"]["mean_dist_independent"], rel=1e-6)
     assert 0 < out["block8"]["dist_reduction"] < out["pool"]["dist_reduction"]
     assert out["none"]["dist_reduction"] == 0
+
+
+# ----------------------------------------------------------------------------
+# The training log (log.jsonl): no tick is ever lost or logged twice.
+
+LOG_SPEC = dict(tick_kimg=0.256, state_kimg=100.0)  # ticks at 0.256, 0.512; one state, at the end
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, digits):
+    """A run to 0.512 kimg: its run dir (state at 0.512) and the two lines of its log."""
+    base = tmp_path_factory.mktemp("logged")
+    train(tiny_spec(kimg=0.512, **LOG_SPEC), digits, run_dir=base / "run", out=base / "a.pt",
+          stats_out=base / "a.json", progress=False)
+    (log,) = (base / "run").glob("*/log.jsonl")
+    return base / "run", log.read_text().splitlines(keepends=True)
+
+
+def _old_state(run: Path) -> None:
+    """A state as saved before the ticks went with it."""
+    (path,) = run.glob("*/training-state.pt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    del state["ticks"]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage", ["cut inside its first line", "cut after its first line", "emptied", "deleted",
+                                    "torn inside its last line", "intact", "intact, state from before"])
+def test_a_cut_or_torn_log_is_rebuilt_from_the_state(tmp_path, digits, logged_run, damage, capfd):
+    """The log cut by a kill or a careless copy, then the run extended to 0.768 kimg: every tick is in the log and in
+    train.json once, the rebuilt lines the very text first written (was: ticks 0.256, 0.768, the 0.512 one gone
+    without a word, or a refusal that asked to delete the state)."""
+    import shutil
+
+    run = shutil.copytree(logged_run[0], tmp_path / "run")
+    lines = logged_run[1]
+    assert [json.loads(x)["kimg"] for x in lines] == [0.256, 0.512]
+    (log,) = run.glob("*/log.jsonl")
+    text = "".join(lines)
+    damaged = {"cut inside its first line": text[:10], "cut after its first line": lines[0], "emptied": "",
+               "torn inside its last line": lines[0] + lines[1][:25]}
+    if damage == "deleted":
+        log.unlink()
+    elif damage in damaged:
+        log.write_text(damaged[damage])
+    elif damage == "intact, state from before":
+        _old_state(run)
+    train(tiny_spec(kimg=0.768, **LOG_SPEC), digits, run_dir=run, out=tmp_path / "b.pt", stats_out=tmp_path / "b.json",
+          progress=False)
+    now = log.read_text().splitlines(keepends=True)
+    assert now[:2] == lines and [json.loads(x)["kimg"] for x in now] == [0.256, 0.512, 0.768]
+    assert json.loads((tmp_path / "b.json").read_text())["ticks"] == [json.loads(x) for x in now]
+    rebuilt = f"{log}: its ticks up to 0.512 kimg were cut or torn; rebuilt its 2 ticks from " in capfd.readouterr().err
+    assert rebuilt == (not damage.startswith("intact"))
+
+
+def test_ticks_of_an_attempt_without_a_state_are_not_logged_twice(tmp_path, digits):
+    """A run killed before its first state dump is redone from scratch: its ticks are in the log once."""
+    spec = tiny_spec(kimg=0.512, **LOG_SPEC)
+    stale = tmp_path / "run" / spec.digest() / "log.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"kimg": 0.256, "loss": 1.0}\n{"kimg": 0.51')  # what the killed attempt left
+    train(spec, digits, run_dir=tmp_path / "run", out=tmp_path / "a.pt", stats_out=tmp_path / "a.json",
+          progress=False)
+    ticks = [json.loads(x) for x in stale.read_text().splitlines()]
+    assert [t["kimg"] for t in ticks] == [0.256, 0.512] and ticks[0]["loss"] != 1.0
+    assert json.loads((tmp_path / "a.json").read_text())["ticks"] == ticks

@@ -143,6 +143,31 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
     assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
 
 
+@pytest.mark.parametrize("cfg", [None, "config/cifar10-uncond.yaml"])
+def test_sampling_job_count_is_snakemakes(cfg):
+    """aot.config.resolve.sampling_jobs (what the bound on sampling jobs counts) is the dry run's sample + sample_guided."""
+    from aot.config.resolve import parse_cli_config, resolve_config, sampling_jobs
+
+    extra = ["sample={shard_size: 250}"] if cfg is None else []  # 4 shards per setting, 6 per set of fakes
+    r = run(["-n", "--forceall"] + (["--configfile", cfg] if cfg else []) + (["--config", *extra] if extra else []))
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = job_counts(r.stdout)
+    assert sampling_jobs(resolve_config([cfg] if cfg else None, parse_cli_config(extra)))[0] == (
+        jobs["sample"] + jobs["sample_guided"])
+
+
+@pytest.mark.parametrize("sample, line", [
+    ("{num_images: 100000000, shard_size: 500}", "config error: sample.num_images: 100000000 is more than 1,000,000 "),
+    ("{num_images: 1000000, shard_size: 50}", "config error: sample.shard_size: the config makes 440,120 sampling "),
+])
+def test_a_huge_sample_count_stops_the_dry_run_at_once(sample, line):
+    """The issue's case kept `snakemake -n` silent past 150 s (a DAG of millions of jobs): now one line in seconds."""
+    r = run(["-n", "--config", f"sample={sample}", "guidance={fakes: {seed_start: 900000000}}",
+             "trajectory={seed_start: 800000000}"], timeout=120)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("config error")]
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith(line), r.stderr[-2000:]
+
+
 def test_slurm_profile_dry_run(tmp_path):
     """The README's way: the profile copied to ~/.config/snakemake/slurm, then `--profile slurm` from the checkout."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
@@ -294,6 +319,8 @@ PARITY = [  # (config file text or None = no --configfile, --config entries); ea
     (DEFAULT_TEXT.replace("batch: 128 ", "batch: '64' "), []),
     (DEFAULT_TEXT.replace("  kimg: 40 ", "  kimg: 40\n  kimg: 80 "), []),  # a duplicated key
     (DEFAULT_TEXT.replace("source: digits ", "source: cifar10 "), []),  # test_fraction is unused there
+    ("train: {kimg: -3}\n", []),  # a partial file: every missing top-level key, and how to merge it
+    (DEFAULT_TEXT.replace("\ntrain:\n", "\ntrain:\n  <<: {seed: 3}\n", 1), []),  # a YAML merge key is YAML
 ]
 
 
@@ -313,3 +340,17 @@ def test_check_config_and_the_workflow_agree(tmp_path):
         assert (cli.returncode == 0) == (smk.returncode == 0) == (not ours), (text, extra, cli.stderr, theirs)
         assert ours == theirs, (i, ours, theirs)
     assert i == len(PARITY) - 1
+
+
+def test_conda_env_pins_what_pyproject_pins():
+    """workflow/envs/aot.yaml (--sdm conda) installs the very requirements of pyproject.toml, then this checkout."""
+    import tomllib
+
+    import yaml
+
+    env = yaml.safe_load((ROOT / "workflow/envs/aot.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert pip == [*project["dependencies"], "-e ../.."]
+    assert f"python={project['requires-python'].removeprefix('>=')}" in env["dependencies"]
+    assert project["license"] == {"text": "MIT"} and (ROOT / "LICENSE").read_text().startswith("MIT License\n")

@@ -304,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fid-ref", type=Path, help="inception: reference statistics npz (mu, sigma)")
     s.add_argument("--inception-weights", default=None, help="inception: local inception-2015-12-05.pt")
     s.add_argument("--inception-sha256", default=None,
-                   help="inception: trusted sha256 of --inception-weights (else its .sha256 from fetch-inception)")
+                   help="inception: trusted sha256 of --inception-weights (else only the official file is loaded)")
     s.add_argument("--fid-block", type=int, default=50000, help="inception: images per FID")
     s.add_argument("--device", default="cpu")
 
@@ -373,8 +373,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true", help="show gdown's progress on stderr")
 
     s = stage("fetch-inception", cmd_fetch_inception, "Download clean-fid's TF-Inception weights "
-              "(inception-2015-12-05.pt) to --out unless present, check it is a TorchScript archive (without loading "
-              "it) and write <out>.sha256.")
+              "(inception-2015-12-05.pt) to --out unless present, and check that it is the official file (its size and "
+              "sha256, aot.eval.fid.INCEPTION_SHA256) without loading it.")
     s.add_argument("--out", required=True, type=Path, help="destination, e.g. resources/inception-2015-12-05.pt")
 
     s = stage("replicates", cmd_replicates, "Scores and paired comparisons of one experiment trained several times "

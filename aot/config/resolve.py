@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from aot.core.names import ModelName
+from aot.data.cifar10_layout import CIFAR10_BATCHES, CIFAR10_FOLDER, cifar10_batch_files
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -25,17 +26,29 @@ class ConfigError(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last).
+
+    Merge keys (``<<: {kimg: 3}`` or ``<<: *anchor``) read as ``yaml.safe_load`` reads them: a key given beside the
+    merge overrides the merged one, as YAML allows; each merged mapping's own keys must be unique too."""
 
     def construct_mapping(self, node, deep=False):
+        self._check_unique(node, deep)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_unique(self, node: yaml.MappingNode, deep: bool) -> None:
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for m in merged:
+                    if isinstance(m, yaml.MappingNode):  # anything else: flatten_mapping's own error
+                        self._check_unique(m, deep)
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 where = f"{getattr(self, 'name', '<config>')} line {key_node.start_mark.line + 1}"
                 raise ConfigError(f"config error: {where}: key '{key}' is given twice in one mapping; keep one")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -53,11 +66,17 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config error: {path} is not valid YAML: {' '.join(str(e).split())}") from None
     finally:
         loader.dispose()
-    if data is None:
-        return {}
+    if data is None:  # Snakemake's --configfile refuses such a file too
+        raise ConfigError(f"config error: {path} holds no config keys (it is empty or only comments); a config file "
+                          "is a YAML mapping of config keys (see config/README.md)")
     if not isinstance(data, dict):
-        raise ConfigError(f"config error: {path} must be a YAML mapping of config keys (see config/README.md)")
+        raise ConfigError(f"config error: {path} must be a YAML mapping of config keys, not a "
+                          f"{_yaml_kind(data)} (see config/README.md)")
     return data
+
+
+def _yaml_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "scalar")
 
 
 def _fill_defaults(node: Any, schema: dict) -> None:
@@ -130,9 +149,75 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     return out
 
 
+# What a config can ask for. Seeds: every seed key is 0..SEED_MAX (the schema's maximum) and so is every seed a
+# range of them reaches: torch seeds its generators with 64 bits, and the training derives its streams from
+# 2 * (seed * processes + rank) + 2. Images: an evaluate job holds every sample of its setting in memory (CIFAR-10:
+# 3 KB an image, 3 GB at the bound; the paper's protocol is 3 x 50k), a discriminator job every generated image.
+# Jobs: Snakemake builds its DAG at 1-4 ms a job on a 2-core machine (22,184 jobs: 30-80 s), before any output.
+SEED_MAX = 2**31 - 1
+MAX_IMAGES = 1_000_000
+MAX_SAMPLING_JOBS = 10_000
+
+
+def size_errors(cfg: dict) -> list[str]:
+    """Seed ranges, image counts and the number of sampling jobs beyond what the workflow can run (see above)."""
+    out = []
+    s, g = cfg["sample"], cfg["guidance"]
+    guided = guided_names(cfg)
+    counts = {"sample.num_images": s["num_images"]}
+    if guided:
+        counts["guidance.fakes.num_images"] = g["fakes"]["num_images"]
+    for key, n in counts.items():
+        if n > MAX_IMAGES:
+            out.append(f"{key}: {n} is more than {MAX_IMAGES:,} images, the most a config can ask for (one job holds "
+                       "them all in memory: 3 GB of CIFAR-10 images at that bound; the paper's FID protocol needs "
+                       "150,000); lower it")
+    ranges = {"sample.seed_start": (s["seed_start"], s["num_images"])}
+    if cfg["trajectory"]["settings"]:
+        ranges["trajectory.seed_start"] = (cfg["trajectory"]["seed_start"], cfg["trajectory"]["num_images"])
+    if guided:
+        ranges["guidance.fakes.seed_start"] = (g["fakes"]["seed_start"], g["fakes"]["num_images"])
+    for key, (first, n) in ranges.items():
+        if first + n - 1 > SEED_MAX:
+            out.append(f"{key}: seeds {first}..{first + n - 1} go past {SEED_MAX}, the largest seed (torch seeds "
+                       "with 64 bits and derives further seeds from each); start lower")
+    if out:
+        return out
+    jobs, what = sampling_jobs(cfg)
+    if jobs > MAX_SAMPLING_JOBS:
+        key, fix = (("sample.shard_size", "raise sample.shard_size") if s["shard_size"] else
+                    ("sample.grid", "use fewer settings or arms"))
+        out.append(f"{key}: the config makes {jobs:,} sampling jobs ({what}); at most {MAX_SAMPLING_JOBS:,}: "
+                   f"Snakemake takes 1-4 ms a job to build its DAG, minutes before any output at that many; {fix}")
+    return out
+
+
+def sampling_jobs(cfg: dict) -> tuple[int, str]:
+    """The number of sampling jobs (rules sample and sample_guided) of a resolved config, and how it adds up: each
+    model x grid setting and each guided model in shards of sample.shard_size (common.smk: shards), and the
+    generated images of each guided run's base model at the run's setting (fake_shards)."""
+    s, g = cfg["sample"], cfg["guidance"]
+    guided = guided_names(cfg)
+    per_setting = -(-s["num_images"] // (s["shard_size"] or s["num_images"]))
+    f = g["fakes"]["num_images"]
+    per_fakes = -(-f // min(s["shard_size"] or f, f))
+    fakes = set()
+    for name in guided:
+        run, cond = name.rsplit("-", 1)
+        r = g["runs"][run]
+        fakes.add((r["arm"], cond, r["rho"], r["steps"]))
+    settings = len(model_names(cfg)) * len(s["grid"]) + len(guided)
+    what = f"{per_setting:,} for each of {settings} model settings"
+    if fakes:
+        what += f", {per_fakes:,} for each of {len(fakes)} sets of generated images"
+    return settings * per_setting + len(fakes) * per_fakes, what
+
+
 def semantic_errors(cfg: dict) -> list[str]:
     """Rules across keys that the JSON schema cannot express."""
-    out = []
+    out = size_errors(cfg)
+    if out:  # nothing below is worth checking (or computing) for a config that asks for too much
+        return out
     t, s = cfg["train"], cfg["sample"]
     procs = max(1, t["gpus"])
     if t["batch"] % procs:
@@ -398,6 +483,23 @@ def parse_cli_config(entries: list[str]) -> dict:
     return out
 
 
+def archive_errors(cfg: dict) -> list[str]:
+    """A dataset.archive folder without CIFAR-10's batches (a file is checked by the job that reads it)."""
+    archive = cfg["dataset"].get("archive")
+    if cfg["dataset"]["source"] != "cifar10" or not archive or not Path(archive).is_dir():
+        return []
+    try:
+        missing = [n for n in CIFAR10_BATCHES if n not in cifar10_batch_files(archive)]
+    except OSError as e:
+        return [f"dataset.archive: {archive}: the folder cannot be read ({e.strerror}); point it at "
+                "cifar-10-python.tar.gz or the folder it extracts to"]
+    if missing:
+        return [f"dataset.archive: {archive} is a folder without CIFAR-10 (no {', '.join(missing)} in it or in a "
+                f"folder right below it, such as {CIFAR10_FOLDER}/); point it at cifar-10-python.tar.gz or the "
+                "folder it extracts to, or set it to null to download"]
+    return []
+
+
 def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None = None,
                    schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
     """The validated config the workflow runs for ``snakemake [--configfile F ...] [--config ...]``.
@@ -405,13 +507,40 @@ def resolve_config(configfiles: list[str | Path] | None = None, cli: dict | None
     With no config file the embedded default (config/config.yaml) is the experiment; with any, those files merged
     in order are the whole experiment (the embedded default is not loaded: none of its keys can leak into a paper
     config). ``cli`` is ``--config`` as Snakemake parsed it (:func:`parse_cli_config`); its nested scalars are read
-    as YAML (:func:`typed_cli_overrides`) and merged on top. Raises ConfigError (one line) if anything is wrong.
+    as YAML (:func:`typed_cli_overrides`) and merged on top. Raises ConfigError (one line) if anything is wrong,
+    including a ``dataset.archive`` folder without CIFAR-10 in it (:func:`archive_errors`).
     """
     cfg: dict = {}
     for path in configfiles or [EMBEDDED_DEFAULT]:
         merge_config(cfg, load_yaml(path))
     merge_config(cfg, typed_cli_overrides(cli or {}))
-    return check_config(cfg, schema_path)
+    try:
+        cfg = check_config(cfg, schema_path)
+    except ConfigError:
+        partial = _partial_file_error(cfg, [str(f) for f in configfiles], schema_path) if configfiles else None
+        if partial is not None:
+            raise partial from None
+        raise
+    errs = archive_errors(cfg)
+    if errs:
+        raise ConfigError(f"config error: {errs[0]}")
+    return cfg
+
+
+def _partial_file_error(cfg: dict, configfiles: list[str], schema_path: str | Path) -> ConfigError | None:
+    """A config file missing top-level keys is most likely meant as an override of the embedded default: the error
+    says that a --configfile is the whole experiment, lists every missing key and shows how to merge it over the
+    default. None if no top-level key is missing."""
+    missing = [k for k in load_yaml(schema_path).get("required", []) if k not in cfg]
+    if not missing:
+        return None
+    files = ", ".join(configfiles)
+    keys = f"key {missing[0]}" if len(missing) == 1 else f"keys {', '.join(missing)}"
+    return ConfigError(
+        f"config error: {files} {'lacks' if len(configfiles) == 1 else '(merged) lack'} the top-level {keys}: a "
+        f"--configfile is the whole experiment (config/config.yaml, the embedded default, is then not read); give "
+        f"them, merge over the default in order (--configfile config/config.yaml {' '.join(configfiles)}), or start "
+        "from a copy of config/config.yaml")
 
 
 def network_spec(cfg: dict) -> dict:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from aot.core.checkpoint import atomic_write_bytes
+from aot.data.cifar10_layout import CIFAR10_BATCHES, CIFAR10_FOLDER, cifar10_batch_files
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR10_MEMBERS = [*CIFAR10_TRAIN, "test_batch"]
-CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_MEMBERS = list(CIFAR10_BATCHES)
+CIFAR10_TRAIN = CIFAR10_MEMBERS[:5]
 CIFAR10_FIX = "re-download cifar-10-python.tar.gz or set dataset.archive: null"
 _MAX_MEMBER_BYTES = 256 << 20  # an official batch is 31 MB; refuse to inflate anything far larger
 
@@ -264,14 +264,14 @@ def _read_cifar_batch(raw: bytes, archive: str | Path = "<bytes>", member: str =
 
 
 def _cifar_members_from_folder(folder: Path) -> dict[str, tuple[str, bytes]]:
+    found = cifar10_batch_files(folder)  # the search the config check makes before any job
     files = {}
     for name in CIFAR10_MEMBERS:
-        hits = sorted(folder.rglob(name), key=lambda p: (len(p.parts), str(p)))  # the shallowest, deterministic
-        hits = [h for h in hits if h.is_file()]
-        if not hits:
-            raise FileNotFoundError(_one_line(f"dataset.archive: {folder}: no file {name} below it; expected the "
-                                              f"extracted {CIFAR10_FOLDER}/ folder; {CIFAR10_FIX}"))
-        files[name] = (str(hits[0].relative_to(folder)), hits[0].read_bytes())
+        if name not in found:
+            raise FileNotFoundError(_one_line(f"dataset.archive: {folder}: no file {name} in it or in a folder right "
+                                              f"below it; expected the extracted {CIFAR10_FOLDER}/ folder; "
+                                              f"{CIFAR10_FIX}"))
+        files[name] = (str(found[name].relative_to(folder)), found[name].read_bytes())
     return files
 
 

@@ -36,14 +36,23 @@ CLEANFID_STATS_BASE_URL = "https://www.cs.cmu.edu/~clean-fid/stats/"  # as in ge
 # Built-in references: name -> clean-fid (dataset_name, dataset_res, dataset_split) in legacy_tensorflow mode.
 CLEANFID_REFERENCES = {"cifar10": ("cifar10", 32, "train")}
 EDM_CIFAR10_REF_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz"
-# sha256 of the official inception-2015-12-05.pt. Neither clean-fid nor StyleGAN/EDM publish one, and it could not be
-# computed where this was written (no internet); once set, fetch_inception refuses any other download. Until then a
-# download is recorded as fetched (trust on first download over HTTPS) and later loads must match that record.
-INCEPTION_SHA256: str | None = None
+# The official inception-2015-12-05.pt, from NVIDIA's StyleGAN2-ADA metrics folder (the URL clean-fid downloads):
+# k-diffusion pins the same file at the same URL with this sha256 (crowsonkb/k-diffusion, k_diffusion/evaluation.py,
+# InceptionV3FeatureExtractor); 95,607,719 bytes is that file's size. fetch_inception refuses any other file, and
+# verify_inception loads a file with this digest without further trust (evaluate.inception_sha256 is for others).
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+INCEPTION_BYTES = 95_607_719
 
 
 class MissingAssetError(FileNotFoundError):
     """An Inception weights file or reference statistics file is absent; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+class AssetMismatchError(ValueError):
+    """A downloaded or present Inception file is not the official one (size or sha256); the message is one line."""
 
     def __init__(self, message: str):
         super().__init__(_one_line(message))
@@ -63,27 +72,60 @@ def _inception_url() -> str:
 # Assets: Inception weights and reference statistics.
 
 
-def _download_into(dest: Path, fetch: Callable[[str], str]) -> None:
-    """Run clean-fid's ``fetch(folder) -> path`` in a temporary folder beside ``dest``; rename into place."""
+def _download_into(dest: Path, fetch: Callable[[str], str], check: Callable[[Path], object] | None = None) -> None:
+    """Run clean-fid's ``fetch(folder) -> path`` in a temporary folder beside ``dest``; rename into place.
+
+    ``check(path)`` runs on the downloaded file first: when it raises, nothing lands at ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
         got = Path(fetch(tmp))
         if not got.is_file() or got.stat().st_size == 0:
             raise OSError(f"download produced no data at {got}")
+        if check is not None:
+            check(got)
         os.replace(got, dest)
 
 
-def _cached_or_download(dest: Path, fetch: Callable[[str], str], download: bool) -> str | None:
-    """None if ``dest`` is usable (present, or downloaded now); otherwise why not, for the error message."""
+def _cached_or_download(dest: Path, fetch: Callable[[str], str], download: bool,
+                        check: Callable[[Path], object] | None = None) -> str | None:
+    """None if ``dest`` is usable (present, or downloaded now); otherwise why not, for the error message. A download
+    that ``check`` refuses raises its :class:`AssetMismatchError`."""
     if dest.is_file() and dest.stat().st_size > 0:
         return None
     if not download:
         return "(download disabled)" if not dest.exists() else "(empty or not a file; download disabled)"
     try:
-        _download_into(dest, fetch)
+        _download_into(dest, fetch, check)
+    except AssetMismatchError:
+        raise
     except Exception as e:  # offline, HTTP error, read-only cache, interrupted transfer
         return f"and its download failed ({type(e).__name__}: {e})"
     return None
+
+
+def check_official_inception(path: str | os.PathLike, *, dest: str | os.PathLike | None = None,
+                             downloaded: bool = False) -> str:
+    """Return the sha256 of ``path`` if it is the official ``inception-2015-12-05.pt`` (:data:`INCEPTION_BYTES`
+    bytes, sha256 :data:`INCEPTION_SHA256`), else raise :class:`AssetMismatchError`: one line with the expected and
+    the found size and sha256, the URL and the path (``dest``: where the file was meant to go, for a download still
+    in its temporary folder). Nothing is loaded: loading TorchScript runs code from the file."""
+    from aot.data.datasets import sha256_file
+
+    path = Path(path)
+    size = path.stat().st_size
+    digest = sha256_file(path) if size == INCEPTION_BYTES else None  # a wrong size is not worth hashing
+    if digest == INCEPTION_SHA256:
+        return digest
+    got = f"{size:,} bytes" + (f", sha256 {digest}" if digest else "")
+    if downloaded:
+        how = f"downloaded from {_inception_url()}; nothing was written there: retry, or fetch it by hand"
+    else:
+        how = (f"the file at that path; delete it and rerun (snakemake -R fetch_inception) to download "
+               f"{_inception_url()} again")
+    raise AssetMismatchError(
+        f"{dest or path}: not the official {INCEPTION_FILE}: expected {INCEPTION_BYTES:,} bytes, sha256 "
+        f"{INCEPTION_SHA256}; got {got} ({how}); a file of your own goes in evaluate.inception_weights with its "
+        f"sha256 in evaluate.inception_sha256")
 
 
 def inception_weights(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
@@ -91,7 +133,8 @@ def inception_weights(path: str | os.PathLike | None = None, *, download: bool =
 
     ``path`` may be the file or a folder holding it; a missing explicit path is an error (no fallback). With
     no path, clean-fid's cache (``/tmp/inception-2015-12-05.pt``) is used, and if absent and ``download`` is
-    true the file is fetched with clean-fid's ``check_download_inception`` and renamed into the cache.
+    true the file is fetched with clean-fid's ``check_download_inception``, checked to be the official file
+    (:func:`check_official_inception`) and renamed into the cache.
     """
     url = _inception_url()
     if path is not None:
@@ -106,10 +149,8 @@ def inception_weights(path: str | os.PathLike | None = None, *, download: bool =
     from cleanfid import downloads_helper
 
     dest = Path(INCEPTION_CACHE_DIR) / INCEPTION_FILE
-    present = dest.is_file() and dest.stat().st_size > 0
-    why = _cached_or_download(dest, downloads_helper.check_download_inception, download)
-    if why is None and not present:  # downloaded now: record its sha256 (what verify_inception checks)
-        fetch_inception(dest)
+    why = _cached_or_download(dest, downloads_helper.check_download_inception, download,
+                              partial(check_official_inception, dest=dest, downloaded=True))
     if why is not None:
         raise MissingAssetError(
             f"{INCEPTION_FILE} not found: looked in clean-fid's cache {dest} {why}; download {url} there, "
@@ -119,38 +160,23 @@ def inception_weights(path: str | os.PathLike | None = None, *, download: bool =
 
 
 def fetch_inception(out: str | os.PathLike) -> dict:
-    """Download ``inception-2015-12-05.pt`` from clean-fid's URL to ``out`` (the workflow's ``resources/``, on the
-    submitting machine) unless a file is already there; write ``<out>.sha256``; return ``{path, sha256, url, bytes,
-    downloaded}``. The file is checked to be a TorchScript archive without loading it (loading runs its code)."""
-    import zipfile
-
+    """Download the official ``inception-2015-12-05.pt`` from clean-fid's URL to ``out`` (the workflow's
+    ``resources/``, on the submitting machine) unless a file is already there, and check that it is that file
+    (:func:`check_official_inception`: a download that is not never lands at ``out``, a file already there that is
+    not is refused and kept); return ``{path, sha256, url, bytes, downloaded}``."""
     from cleanfid import downloads_helper
-
-    from aot.core.checkpoint import atomic_write_text
-    from aot.data.datasets import sha256_file
 
     out, url = Path(out), _inception_url()
     downloaded = not (out.is_file() and out.stat().st_size > 0)
     if downloaded:
-        why = _cached_or_download(out, downloads_helper.check_download_inception, True)
+        why = _cached_or_download(out, downloads_helper.check_download_inception, True,
+                                  partial(check_official_inception, dest=out, downloaded=True))
         if why is not None:
             raise MissingAssetError(f"{INCEPTION_FILE} could not be fetched to {out} {why}; download {url} there "
                                     f"by hand, or set evaluate.inception_weights to a local copy")
-    try:
-        with zipfile.ZipFile(out) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(_one_line(f"{out}: not a TorchScript archive ({type(e).__name__}: {e}); delete it and "
-                                   f"rerun (snakemake -R fetch_inception) to download {url} again")) from None
-    if not any(n.endswith("/data.pkl") for n in names) or not any("/code/" in n for n in names):
-        raise ValueError(_one_line(f"{out}: a zip file but not a TorchScript module (no data.pkl/code/); delete it "
-                                   f"and rerun (snakemake -R fetch_inception) to download {url} again"))
-    digest = sha256_file(out)
-    if INCEPTION_SHA256 is not None and digest != INCEPTION_SHA256:
-        raise ValueError(_one_line(f"{out}: sha256 {digest} is not the official {INCEPTION_FILE}'s "
-                                   f"{INCEPTION_SHA256}; delete it and rerun (snakemake -R fetch_inception) to "
-                                   f"download {url} again"))
-    atomic_write_text(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n")
+        digest = INCEPTION_SHA256  # what the check of the download found
+    else:
+        digest = check_official_inception(out)
     return dict(path=str(out), sha256=digest, url=url, bytes=out.stat().st_size, downloaded=downloaded)
 
 
@@ -253,9 +279,9 @@ def verify_inception(weights: str | os.PathLike, sha256: str | None = None) -> s
     its sha256.
 
     Accepted: a file whose sha256 is ``sha256`` (config ``evaluate.inception_sha256``, the explicit trust of a file
-    you provide), or, without it, a file whose sha256 matches the ``<file>.sha256`` that :func:`fetch_inception`
-    wrote when it downloaded the file from clean-fid's URL. Anything else is refused with one line that names the
-    file and gives its sha256 to put in the config once you trust it.
+    you provide), or, without it, the official file (sha256 :data:`INCEPTION_SHA256`, what :func:`fetch_inception`
+    downloads). Anything else is refused with one line that names the file and gives its sha256 to put in the
+    config once you trust it.
     """
     from aot.data.datasets import sha256_file
 
@@ -267,19 +293,13 @@ def verify_inception(weights: str | os.PathLike, sha256: str | None = None) -> s
                 f"{weights}: sha256 {digest} is not evaluate.inception_sha256 ({sha256}); the file is not the one "
                 f"you trusted: put that file back, or set evaluate.inception_sha256 to {digest} if you trust this one"))
         return digest
-    sidecar = weights.with_name(weights.name + ".sha256")
-    if sidecar.is_file():
-        recorded = (sidecar.read_text(errors="replace").split() or [""])[0].lower()
-        if digest != recorded:
-            raise ValueError(_one_line(
-                f"{weights}: sha256 {digest} differs from {recorded or 'nothing'} recorded in {sidecar} when it was "
-                f"downloaded: the file changed since; delete both and rerun (snakemake -R fetch_inception)"))
+    if digest == INCEPTION_SHA256:
         return digest
     raise ValueError(_one_line(
-        f"{weights}: an Inception file this project did not download (no {sidecar.name} beside it) and no "
-        f"evaluate.inception_sha256 to check it against; loading TorchScript runs code from the file, so it is not "
-        f"loaded: if you trust it, set evaluate.inception_sha256: {digest} (or set evaluate.inception_weights to null "
-        f"to download {_inception_url()})"))
+        f"{weights}: sha256 {digest} is not the official {INCEPTION_FILE}'s ({INCEPTION_SHA256}) and no "
+        f"evaluate.inception_sha256 is set; loading TorchScript runs code from the file, so it is not loaded: if you "
+        f"trust it, set evaluate.inception_sha256: {digest}, or replace it with {_inception_url()} (evaluate."
+        f"inception_weights: null downloads it; snakemake -R fetch_inception)"))
 
 
 class InceptionFeatures:

@@ -19,7 +19,6 @@ encoder adds ``label_emb(y)`` to the time embedding. DG's ``sigmoid=True`` is le
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -349,21 +348,59 @@ DG_HEAD_COND: dict = {**DG_HEAD, "num_classes": 1000}
 # Loading released state dicts.
 
 
+STATE_DICT_KIND = "state_dict (tensors only)"
+STATE_DICT_FIX = ("point guidance.extractor_weights at DG's 32x32_classifier.pt (rule fetch_dg_classifier "
+                  "downloads it)")
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Read a tensors-only state_dict file (no pickled code), unwrapping ``{"state_dict": ...}`` and
-    DataParallel's ``module.`` prefix; raise ValueError naming the file if it holds anything else."""
+    DataParallel's ``module.`` prefix. A file that is missing raises FileNotFoundError; one that is anything else (a
+    folder, truncated, pickled objects, not a state_dict) raises :class:`aot.core.artifacts.ArtifactError` (a ValueError)
+    of one line naming it."""
+    from aot.core.artifacts import artifact_error, read_torch
+
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: cannot be read as a tensors-only state_dict ({first})") from None
+    if path.is_dir():
+        raise artifact_error(path, STATE_DICT_KIND, "a folder, not a file", fix=STATE_DICT_FIX)
+    obj = read_torch(path, kind=STATE_DICT_KIND, fix=STATE_DICT_FIX)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path}: not a state_dict (expected a non-empty mapping of parameter names to tensors, "
-                         f"possibly under 'state_dict'; got {type(obj).__name__})")
+        raise artifact_error(path, STATE_DICT_KIND, "not a state_dict: expected a non-empty mapping of parameter "
+                             f"names to tensors, possibly under 'state_dict'; got {type(obj).__name__}",
+                             fix=STATE_DICT_FIX)
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def state_dict_problems(want: Mapping[str, Sequence[int]], got: Mapping[str, Tensor]) -> list[str]:
+    """How the state_dict ``got`` differs from the names and shapes ``want`` (empty: it loads with strict=True)."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    reshaped = [k for k in want if k in got and tuple(got[k].shape) != tuple(want[k])]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(want)} keys missing (e.g. {missing[0]!r})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} tensors of another shape (e.g. {k!r}: {list(got[k].shape)}, "
+                        f"expected {list(want[k])})")
+    return problems
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load the state_dict file ``path`` into ``module`` (strict); a file of other names or shapes raises
+    :class:`aot.core.artifacts.ArtifactError` (one line naming it) instead of torch's multi-line RuntimeError."""
+    from aot.core.artifacts import artifact_error
+
+    sd = load_state_dict_file(path)
+    problems = state_dict_problems({k: v.shape for k, v in module.state_dict().items()}, sd)
+    if problems:
+        raise artifact_error(path, STATE_DICT_KIND, f"does not fit {type(module).__name__}: {', '.join(problems)}",
+                             fix=STATE_DICT_FIX)
+    module.load_state_dict(sd)

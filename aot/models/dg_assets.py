@@ -60,7 +60,7 @@ def verify_classifier(path: str | Path) -> None:
     aot.models.adm's ADM 32x32 classifier: the same key names, the same shapes, float tensors with finite values."""
     import torch
 
-    from aot.models.adm import load_state_dict_file
+    from aot.models.adm import load_state_dict_file, state_dict_problems
 
     path = Path(path)
     try:
@@ -69,19 +69,7 @@ def verify_classifier(path: str | Path) -> None:
         raise
     except Exception as e:  # a truncated zip, an HTML page saved under the name, ...
         raise ValueError(f"{path}: cannot be read as a tensors-only state_dict ({type(e).__name__})") from None
-    want = expected_shapes()
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    reshaped = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} of its {len(want)} keys missing (e.g. {missing[0]!r})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
-    if reshaped:
-        k = reshaped[0]
-        problems.append(f"{len(reshaped)} tensors of another shape (e.g. {k!r}: {list(sd[k].shape)}, "
-                        f"expected {list(want[k])})")
+    problems = state_dict_problems(expected_shapes(), sd)
     if problems:
         raise ValueError(f"{path} is not DG's ADM 32x32 classifier: {', '.join(problems)}")
     for k, v in sd.items():

@@ -16,7 +16,7 @@ from torch import nn
 
 from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import sha256_file
-from aot.models.adm import EncoderUNet, load_state_dict_file
+from aot.models.adm import EncoderUNet, load_weights
 
 
 class Discriminator(nn.Module):
@@ -60,7 +60,7 @@ def discriminator_from_ctor(ctor: dict[str, Any]) -> Discriminator:
             raise FileNotFoundError(f"feature extractor weights not found: {path}")
         if sha256_file(path) != ctor["extractor_sha256"]:
             raise ValueError(f"{path}: sha256 differs from the one this discriminator was trained with")
-        disc.extractor.load_state_dict(load_state_dict_file(path))
+        load_weights(disc.extractor, path)
     return disc
 
 

@@ -88,6 +88,18 @@ def _refuse(what: str, source: str) -> UnsafePickleError:
     return UnsafePickleError(f"refusing to load {what} from {source}: checkpoints are read as data only")
 
 
+def _one_line(text: object, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters (torch's and pickle's messages span lines)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _naming(path: Path, e: Exception) -> CheckpointFormatError:
+    """``e`` as one line that starts with the file's name (every error of this module names the file)."""
+    msg = _one_line(e, 400)
+    return CheckpointFormatError(msg if msg.startswith(str(path)) else f"{path}: {msg}")
+
+
 def _reconstructors(source: str) -> dict[tuple[str, str], Callable]:
     """Data-only stand-ins for every global an EDM pickle may name; ``source`` names the file in messages."""
 
@@ -110,8 +122,11 @@ def _reconstructors(source: str) -> dict[tuple[str, str], Callable]:
             raise CheckpointFormatError(f"{source}: tensor storage is not bytes")
         try:
             storage = torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise _refuse(f"a nested tensor storage that is not plain data ({e})", source) from None
+        except pickle.UnpicklingError:  # torch's message (and its advice to load unsafely) is not passed on
+            raise _refuse("a nested tensor storage that is not plain data", source) from None
+        except Exception as e:  # RuntimeError, EOFError, ... of a damaged blob
+            raise CheckpointFormatError(f"{source}: a nested tensor storage is not readable "
+                                        f"({type(e).__name__}: {_one_line(e, 120)})") from None
         if not isinstance(storage, torch.storage.TypedStorage | torch.UntypedStorage):
             raise CheckpointFormatError(f"{source}: nested tensor payload is a {type(storage).__name__}, "
                                         "not a storage")
@@ -213,7 +228,7 @@ def load_edm_pickle(path: str | Path) -> Any:
             raise
         except Exception as e:  # bad input raises many types (EOFError, KeyError, struct.error, ...)
             raise CheckpointFormatError(f"{path}: not a readable EDM pickle (truncated or corrupt?): "
-                                        f"{type(e).__name__}: {e}") from e
+                                        f"{type(e).__name__}: {_one_line(e)}") from None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -284,9 +299,24 @@ def read_edm_pickle(path: str | Path, *, key: str = "ema") -> dict:
     ``model_class_name``, ``model_init_kwargs`` (the backbone's recorded kwargs, or None) and
     ``persistence_version``.
     """
+    path = Path(path)
     top = load_edm_pickle(path)
-    if not isinstance(top, dict) or key not in top:
-        keys = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
+    try:
+        return _read_network(top, path, key)
+    except CheckpointFormatError as e:
+        raise _naming(path, e) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # a well-formed pickle of odd values
+        raise CheckpointFormatError(f"{path}: not the structure of an EDM network pickle "
+                                    f"({type(e).__name__}: {_one_line(e, 120)})") from None
+
+
+def _read_network(top: Any, path: Path, key: str) -> dict:
+    """:func:`read_edm_pickle`'s walk over the unpickled tree ``top``."""
+    if not isinstance(top, dict) or isinstance(top, PersistentMeta) or key not in top:
+        if isinstance(top, PersistentMeta):
+            keys = f"one persistent {top.class_name}, not EDM's snapshot dict"
+        else:
+            keys = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
         raise CheckpointFormatError(f"{path}: no network {key!r} (found {keys})")
     net = top[key]
     if not isinstance(net, PersistentMeta):
@@ -309,8 +339,8 @@ def songunet_kwargs(info: dict) -> dict:
         raise ValueError(f"only EDMPrecond networks can be imported (found {info['class_name']}): "
                          "VP/VE/iDDPM preconditioning differs from aot.models.precond.EDMPrecond")
     if info["model_class_name"] != "SongUNet":
-        raise ValueError(f"only SongUNet backbones (DDPM++/NCSN++) are implemented, found "
-                         f"{info['model_class_name']}")
+        found = info["model_class_name"] or "no persistent backbone 'model'"
+        raise ValueError(f"only SongUNet backbones (DDPM++/NCSN++) are implemented, found {found}")
     pre = info["init_kwargs"]
     if info["model_init_kwargs"] is not None:
         kw = dict(info["model_init_kwargs"])
@@ -356,19 +386,36 @@ def import_edm_checkpoint(src: str | Path, out: str | Path, *, key: str = "ema",
     """
     src = Path(src)
     info = read_edm_pickle(src, key=key)
-    network = songunet_kwargs(info)
-    pre = info["init_kwargs"]
-    label_dim = int(pre.get("label_dim", network["label_dim"]))
-    if label_dim != network["label_dim"]:
-        raise ValueError(f"{src}: precond label_dim {label_dim} != backbone label_dim {network['label_dim']}")
-    ctor = {"network": network, "label_dim": label_dim, "sigma_data": float(pre.get("sigma_data", 0.5))}
-
-    with torch.random.fork_rng(devices=[]):  # the throwaway init must not advance the caller's RNG
-        net = EDMPrecond(SongUNet(**network), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
     try:
-        net.load_state_dict(info["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointFormatError(f"{src}: weights do not fit SongUNet({network}): {e}") from None
+        network = songunet_kwargs(info)
+        pre = info["init_kwargs"]
+        label_dim = int(pre.get("label_dim", network["label_dim"]))
+        if label_dim != network["label_dim"]:
+            raise ValueError(f"precond label_dim {label_dim} != backbone label_dim {network['label_dim']}")
+        ctor = {"network": network, "label_dim": label_dim, "sigma_data": float(pre.get("sigma_data", 0.5))}
+    except (ValueError, TypeError) as e:  # hostile or odd recorded values (a string channel count, ...)
+        raise _naming(src, e) from None
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # the throwaway init must not advance the caller's RNG
+            net = EDMPrecond(SongUNet(**network), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
+    except Exception as e:  # any recorded value SongUNet cannot take (None, a string, a negative size, ...)
+        raise CheckpointFormatError(f"{src}: the recorded backbone arguments do not build a SongUNet "
+                                    f"({type(e).__name__}: {_one_line(e, 120)})") from None
+    want, got = net.state_dict(), info["state_dict"]
+    missing, unexpected = [k for k in want if k not in got], [k for k in got if k not in want]
+    reshaped = [k for k in want if k in got and got[k].shape != want[k].shape]
+    if missing or unexpected or reshaped:
+        problems = [f"{len(missing)} of its {len(want)} tensors missing (e.g. {missing[0]!r})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})"] if unexpected else []
+        if reshaped:
+            k = reshaped[0]
+            problems.append(f"{len(reshaped)} of another shape (e.g. {k!r}: {list(got[k].shape)}, expected "
+                            f"{list(want[k].shape)})")
+        raise CheckpointFormatError(f"{src}: weights do not fit the SongUNet its recorded arguments build "
+                                    f"({guess_arch(network)}, {network['model_channels']} channels): "
+                                    f"{', '.join(problems)}")
+    net.load_state_dict(got, strict=True)
 
     summary = dict(src=str(src), out=str(out), sha256=_sha256(src), key=key, class_name=info["class_name"],
                    model_class_name=info["model_class_name"], arch=guess_arch(network), label_dim=label_dim,

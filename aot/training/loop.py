@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aot.core.artifacts import read_jsonl, read_state, reading
+from aot.core.artifacts import read_state, reading
 from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, save_checkpoint, write_json
 from aot.core.numerics import DivergenceError, finite_flags
 from aot.data.datasets import Dataset, to_float
@@ -260,11 +260,14 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
     sigma_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 2)
     torch.manual_seed(proc_seed + 10_000)  # dropout draws from the global stream
 
-    cur_nimg, history, pool_done = 0, [], False
+    cur_nimg, history, ticks, pool_done = 0, [], [], False
     streams_path = state_path if rank == 0 else run_dir / f"streams-rank{rank}.pt"
+    log_path = run_dir / "log.jsonl"
     if state_path.exists():
-        cur_nimg, history = _resume(state_path, streams_path, rank, device, net=net, ema=ema, opt=opt,
-                                    sampler=sampler, noise_gen=noise_gen, sigma_gen=sigma_gen)
+        cur_nimg, history, ticks = _resume(state_path, streams_path, rank, device, net=net, ema=ema, opt=opt,
+                                           sampler=sampler, noise_gen=noise_gen, sigma_gen=sigma_gen)
+    elif rank == 0 and log_path.exists():  # ticks of an attempt that saved no state: this run redoes them
+        log_path.unlink()
 
     images_all = torch.as_tensor(ds.train_images)
     labels_all = torch.as_tensor(ds.train_labels)
@@ -325,9 +328,9 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
             atomic_write_bytes(streams_path, lambda f: torch.save(state, f))
         if world > 1:
             torch.distributed.barrier()
-        if rank == 0:
+        if rank == 0:  # the ticks logged so far go with it: a log cut or torn later is rebuilt from them
             state.update(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
-                         history=json.dumps(history), spec=json.dumps(asdict(spec)))
+                         history=json.dumps(history), ticks=json.dumps(ticks), spec=json.dumps(asdict(spec)))
             atomic_write_bytes(state_path, lambda f: torch.save(state, f))
         last_good["nimg"] = cur_nimg
 
@@ -401,8 +404,9 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                     pools = history[tick_start_pool:] or history[-1:]  # the pools of this tick
                     line = _tick_line(cur_nimg, tick_losses, pools, sec=now - t_start, kimg_per_s=rate,
                                       wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
+                    ticks.append(line)
                     if rank == 0:
-                        _write_tick(run_dir / "log.jsonl", line, bar)
+                        _write_tick(log_path, line, bar)
                     tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
                     tick_start_pool = len(history)
             else:
@@ -428,8 +432,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
     seconds = time.perf_counter() - t_start
     summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg,
                                                  micro_batch=pair_kwargs["micro_batch"])}
-    log_path = run_dir / "log.jsonl"
-    summary["ticks"] = read_jsonl(log_path, kind="training log", fix=LOG_FIX) if log_path.exists() else []
+    summary["ticks"] = ticks  # what log.jsonl holds (process 0)
     check_finite([])  # the last tick checked the loss; weights again before anything is written
     if pool_done:  # a later, longer run resumes exactly from here
         dump_state(pending.before if pending is not None else
@@ -445,11 +448,13 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
 
 def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.device, *, net: nn.Module,
             ema: nn.Module, opt: torch.optim.Optimizer, sampler: PoolSampler, noise_gen: torch.Generator,
-            sigma_gen: torch.Generator) -> tuple[int, list[dict]]:
-    """Load the saved weights, optimizer and this process's random streams in place; return (cur_nimg, history).
+            sigma_gen: torch.Generator) -> tuple[int, list[dict], list[dict]]:
+    """Load the saved weights, optimizer and this process's random streams in place; return (cur_nimg, history,
+    ticks), ticks being the log.jsonl records up to the state.
 
     Process 0's streams are in ``state_path`` with the weights, the others' in their own ``streams_path``; all must
-    be at the same image count, else the run dir is inconsistent (ValueError naming it).
+    be at the same image count, else the run dir is inconsistent (ValueError naming it). Process 0 sets the log back
+    to the state's ticks (:func:`_restore_log`).
     """
     s = read_state(state_path)
     net.load_state_dict(s["net"])
@@ -467,9 +472,14 @@ def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.devic
     if device.type == "cuda" and "cuda_rng" in r:
         torch.cuda.set_rng_state(r["cuda_rng"], device)
     log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
-    if rank == 0:  # ticks logged after the state dump are redone: drop them from the log
-        _truncate_log(state_path.parent / "log.jsonl", cur_nimg / 1000)
-    return cur_nimg, history
+    log_path = state_path.parent / "log.jsonl"
+    if "ticks" in s:
+        ticks = json.loads(s["ticks"])
+        if rank == 0:
+            _restore_log(log_path, ticks, state_path)
+    else:  # a state saved before ticks went with it: the log is all there is
+        ticks = _truncate_log(log_path, cur_nimg / 1000) if rank == 0 else []
+    return cur_nimg, history, ticks
 
 
 def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
@@ -514,11 +524,27 @@ def _write_tick(path: Path, line: dict, bar) -> None:
     (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
 
 
-def _truncate_log(path: Path, kimg: float) -> None:
-    if path.exists():
-        with reading(path, "training log", fix=LOG_FIX):
-            keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["kimg"] <= kimg + 1e-9]
-        path.write_text("".join(k + "\n" for k in keep))
+def _restore_log(path: Path, ticks: list[dict], state_path: Path) -> None:
+    """Set ``log.jsonl`` to the ticks saved with the state: those logged after it are redone, and a log cut or torn
+    since (a kill mid-write, a copy cut short) is rebuilt from the state, with a line saying so. Each line is the
+    same text as when it was first written (JSON floats round-trip)."""
+    text = "".join(json.dumps(t) + "\n" for t in ticks)
+    old = path.read_bytes() if path.exists() else b""
+    if not old.startswith(text.encode()):
+        log(f"{path}: its ticks up to {ticks[-1]['kimg'] if ticks else 0:g} kimg were cut or torn; rebuilt its "
+            f"{len(ticks)} ticks from {state_path}")
+    if old != text.encode():
+        atomic_write_text(path, text)
+
+
+def _truncate_log(path: Path, kimg: float) -> list[dict]:
+    """Drop the log's ticks after ``kimg`` (they are redone) and return those kept: for a state without its ticks."""
+    if not path.exists():
+        return []
+    with reading(path, "training log", fix=LOG_FIX):
+        keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["kimg"] <= kimg + 1e-9]
+    path.write_text("".join(k + "\n" for k in keep))
+    return [json.loads(k) for k in keep]
 
 
 def summarize(history: list[dict], spec: TrainSpec, seconds: float, wait: float, step_time: float,

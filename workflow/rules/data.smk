@@ -1,6 +1,7 @@
 DATASET = config["dataset"]
 # dataset.archive (cifar10: a local cifar-10-python.tar.gz or its folder) is a declared input, so a wrong path
-# stops the DAG before any job (MissingInputException naming it) and a replaced archive re-prepares the dataset.
+# stops the DAG before any job (MissingInputException naming it) and a replaced archive re-prepares the dataset;
+# a folder without CIFAR-10's batches is refused with the config (aot.config.resolve.archive_errors).
 DATASET_ARCHIVE = DATASET.get("archive")
 # Flags for the source's own options only (cifar10 has no split: its test_batch is the held-out set) and for the
 # per-class training subset; {params.args:q} quotes each item on its own.
