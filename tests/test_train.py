@@ -283,10 +283,11 @@ def test_bad_precision_is_refused_before_any_work(tmp_path, digits):
     save_dataset(data, digits)
     for precision in ("fp16", "tf32"):
         spec = json.dumps(dict(network=TINY_NET, kimg=0.064, batch=32, pool=64, precision=precision))
-        r = subprocess.run([sys.executable, "-m", "aot", "train", "--data", str(data), "--spec", spec, "--run-dir",
-                            str(tmp_path / "runs"), "--out", str(tmp_path / "n.pt"), "--stats", str(tmp_path / "s.json"),
-                            "--no-progress"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                           text=True, timeout=120)
+        cmd = [sys.executable, "-m", "aot", "train", "--data", str(data), "--spec", spec, "--run-dir",
+               str(tmp_path / "runs"), "--out", str(tmp_path / "n.pt"), "--stats", str(tmp_path / "s.json"),
+               "--no-progress"]
+        r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           timeout=120)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("error: train spec precision: ")
         assert not (tmp_path / "runs").exists() and not (tmp_path / "n.pt").exists()
