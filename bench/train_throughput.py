@@ -8,6 +8,7 @@ the peak GPU memory.
     python bench/train_throughput.py                          # CPU: tiny and paper-size (a few steps) networks
     python bench/train_throughput.py --device cuda --cases paper --kimg 20 --batch 128
     python bench/train_throughput.py --cases paper --cond      # per-class pairing, pool 2048
+    python bench/train_throughput.py --device cuda --cases paper --precision bf16   # train.precision
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def measure(case: str, pairing: str, args, ds) -> dict:
     arch, net = CASES[case]
     spec = TrainSpec(pairing=pairing, cond=args.cond, arch=arch, network=net, kimg=args.kimg, batch=args.batch,
                      pool=args.pool, lr=1e-3, lr_rampup_kimg=10, ema_halflife_kimg=500, augment_p=args.augment,
-                     tick_kimg=args.kimg / 4, state_kimg=1e9, device=args.device)
+                     tick_kimg=args.kimg / 4, state_kimg=1e9, device=args.device, precision=args.precision)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as d:
@@ -64,6 +65,7 @@ def main() -> None:
     p.add_argument("--cond", action="store_true", help="class-conditional, per-class pairing")
     p.add_argument("--augment", type=float, default=0.12, help="augment_p (EDM CIFAR-10: 0.12)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="fp32", help="train.precision: fp32 (EDM's numerics) | tf32 | bf16")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +74,7 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# device: {args.device} ({dev}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}, pool {args.pool}, cond {args.cond}, augment_p {args.augment}, "
+          f"precision {args.precision}, "
           f"solver {resolve_solver('auto').__name__}")
     rows = []
     for case in args.cases.split(","):

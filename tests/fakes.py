@@ -33,7 +33,7 @@ class FakeInception(torch.nn.Module):
         assert bool((img >= 0).all()) and bool((img <= 255).all()), "range [0, 255]"
         assert bool((img == torch.round(img)).all()), "integer values (uint8 -> float, no resize outside)"
         B, H, W = img.size(0), img.size(2), img.size(3)
-        hw = torch.tensor([float(H), float(W)]).expand(B, 2)
+        hw = torch.tensor([float(H), float(W)], device=img.device).expand(B, 2)  # on the images' device (CUDA too)
         return torch.cat([img.mean(dim=(2, 3)), hw, self.layers(img / 255)[:, self.idx] * self.w], dim=1)
 
 

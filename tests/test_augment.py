@@ -233,6 +233,7 @@ def test_shapes_dtypes_and_range(shape, dtype):
     assert torch.isfinite(y).all() and y.abs().max() < 2.0  # sym6 rings a little beyond [-1, 1] on noise
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_labels():
     x = images((16, 3, 32, 32), seed=15)

@@ -69,6 +69,8 @@ def test_defaults_are_filled():
         (lambda c: c["guidance"].update(time_min=1.0), "guidance.time_min"),
         (lambda c: c["guidance"]["train"].update(batch=4000), "guidance.train.batch: 4000 is more than"),
         (lambda c: c["guidance"]["head"].update(channels=3), "guidance.head: Additional properties"),
+        (lambda c: c["train"].update(precision="fp16"), "train.precision: 'fp16' is not one of ['fp32', 'tf32'"),
+        (lambda c: c["train"].update(precision="tf32"), "train.precision: tf32 is a CUDA mode"),
     ],
 )
 def test_bad_config_is_one_clear_line(mutate, where):
@@ -473,3 +475,21 @@ def test_a_huge_sample_count_is_refused_at_once():
 def test_shipped_configs_are_well_within_the_bounds(path):
     jobs, _ = sampling_jobs(check_config(yaml.safe_load(path.read_text())))
     assert jobs <= MAX_SAMPLING_JOBS // 20, jobs
+
+
+def test_precision_reaches_the_train_spec_only_when_not_fp32():
+    """train.precision: fp32 (the default) leaves every train spec as it was before the key existed (so no retrain
+    and the same run folder); bf16 and tf32 reach the spec, and TrainSpec gives each its own run folder."""
+    from aot.config.resolve import train_spec
+    from aot.training.loop import TrainSpec
+
+    paper = resolve_config([ROOT / "config/cifar10-uncond.yaml"], {})
+    assert paper["train"]["precision"] == "fp32" and "precision" not in train_spec(paper, "aot-uncond")
+    specs = {p: train_spec(resolve_config([ROOT / "config/cifar10-uncond.yaml"], {"train": {"precision": p}}),
+                           "aot-uncond") for p in ("fp32", "tf32", "bf16")}
+    assert specs["fp32"] == train_spec(paper, "aot-uncond")
+    for p in ("tf32", "bf16"):
+        assert specs[p] == {**specs["fp32"], "precision": p}
+    digests = {p: TrainSpec.from_dict(s).digest() for p, s in specs.items()}
+    assert len(set(digests.values())) == 3
+    assert digests["fp32"] == TrainSpec.from_dict({**specs["fp32"], "precision": "fp32"}).digest()

@@ -483,6 +483,7 @@ def test_bad_shapes_raise_value_error():
 # Device: the cost matrix is built where the images live (runs only where CUDA exists).
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("per_class", [False, True])
 def test_cuda_matches_cpu(per_class):
@@ -495,6 +496,7 @@ def test_cuda_matches_cpu(per_class):
     assert gpu.mean_dist_paired == pytest.approx(cpu.mean_dist_paired, rel=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_background_pairer_matches_direct_calls():
     pools = [

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec
+from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec, weights
 
+from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import save_dataset
 from aot.models.denoiser import load_denoiser
 from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, train
@@ -173,10 +174,11 @@ def test_block_names_its_own_run_dir_and_leaves_the_others_where_they_were():
 
     spec = TrainSpec(pairing="aot", pool=512)
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
-    del fields["block"]
+    del fields["block"], fields["precision"]  # precision (fp32) came later still, under the same rule
     assert spec.digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     assert TrainSpec(pairing="aot", pool=512, block=8).digest() != spec.digest()
     assert TrainSpec(pairing="aot", pool=512, block=8).digest() != TrainSpec(pairing="aot", pool=512, block=32).digest()
+    assert TrainSpec(pairing="aot", pool=512, precision="bf16").digest() != spec.digest()
 
 
 def test_blocked_aot_pulls_less_and_the_summary_says_which_coupling(tmp_path, digits):
@@ -259,3 +261,169 @@ def test_ticks_of_an_attempt_without_a_state_are_not_logged_twice(tmp_path, digi
     ticks = [json.loads(x) for x in stale.read_text().splitlines()]
     assert [t["kimg"] for t in ticks] == [0.256, 0.512] and ticks[0]["loss"] != 1.0
     assert json.loads((tmp_path / "a.json").read_text())["ticks"] == ticks
+
+
+# train.precision and the loop's speed-ups that keep fp32's numerics.
+
+
+def test_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
+    """The EMA is updated for all parameters at once (foreach); each EMA weight is bit-identical to EDM's
+    per-parameter ``p_ema.copy_(p_net.detach().lerp(p_ema, beta))`` after the same Adam step."""
+    import copy
+
+    from aot.training.loop import _optimizer_step, build_denoiser
+
+    spec = TrainSpec(network=TINY_NET, batch=16, lr=1e-2, lr_rampup_kimg=0, ema_halflife_kimg=0.05)
+    torch.manual_seed(0)
+    net, _ = build_denoiser(spec, {"num_classes": 10}, 8, 1)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    with torch.no_grad():  # the EMA away from the network, so the lerp has something to do
+        for p in ema.parameters():
+            p.add_(torch.randn_like(p))
+    net_ref, ema_ref = copy.deepcopy(net), copy.deepcopy(ema)
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    opt_ref = torch.optim.Adam(net_ref.parameters(), lr=spec.lr)
+    cur_nimg = 320  # half-life 16 images: beta = 0.5
+    for _ in range(3):
+        for m in (net, net_ref):
+            g = torch.Generator().manual_seed(cur_nimg)
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+        beta = 0.5 ** (spec.batch / min(spec.ema_halflife_kimg * 1000, cur_nimg * spec.ema_rampup_ratio))
+        for gr in opt_ref.param_groups:  # EDM's update, written out
+            gr["lr"] = spec.lr
+        opt_ref.step()
+        with torch.no_grad():
+            for p_ema, p_net in zip(ema_ref.parameters(), net_ref.parameters(), strict=True):
+                p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+        cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
+        assert 0 < beta < 1
+        for (k, a), b in zip(ema.state_dict().items(), ema_ref.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+
+
+def test_forward_precision_fp32_is_plain_float32_and_bf16_autocasts():
+    from aot.models.networks import Conv2d
+    from aot.training.loop import forward_precision
+
+    conv, x = Conv2d(3, 4, kernel=3), torch.randn(2, 3, 8, 8)
+    for precision, dtype in (("fp32", torch.float32), ("tf32", torch.float32), ("bf16", torch.bfloat16)):
+        with forward_precision(precision, torch.device("cpu")):
+            assert conv(x).dtype == dtype, precision
+            assert torch.is_autocast_enabled("cpu") is (precision == "bf16")
+
+
+def test_bad_precision_is_refused_before_any_work(tmp_path, digits):
+    """A precision that is not fp32 / tf32 / bf16, or tf32 on a CPU, stops ``aot train`` with one line before a run
+    folder exists."""
+    with pytest.raises(ValueError, match="precision: 'fp16' is not one of fp32, tf32, bf16"):
+        TrainSpec.from_dict({"precision": "fp16"})
+    with pytest.raises(ValueError, match="tf32 is a CUDA mode .* the device is 'cpu'"):
+        TrainSpec(precision="tf32")
+    data = tmp_path / "d.npz"
+    save_dataset(data, digits)
+    for precision in ("fp16", "tf32"):
+        spec = json.dumps(dict(network=TINY_NET, kimg=0.064, batch=32, pool=64, precision=precision))
+        cmd = [sys.executable, "-m", "aot", "train", "--data", str(data), "--spec", spec, "--run-dir",
+               str(tmp_path / "runs"), "--out", str(tmp_path / "n.pt"), "--stats", str(tmp_path / "s.json"),
+               "--no-progress"]
+        r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: train spec precision: ")
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "n.pt").exists()
+
+
+def test_bf16_trains_on_cpu_close_to_fp32(tmp_path, digits):
+    """bf16 autocast runs on a CPU: same data, seeds and steps as fp32, its per-tick losses within 1% of fp32's (they
+    differ only by bf16 rounding in the convolutions), but not the same numbers; its own run folder; the checkpoint
+    records the precision."""
+    out = {}
+    for precision in ("fp32", "bf16"):
+        spec = tiny_spec(cond=True, kimg=0.128, tick_kimg=0.064, precision=precision)
+        out[precision] = train(spec, digits, run_dir=tmp_path / "runs", out=tmp_path / f"{precision}.pt",
+                               stats_out=tmp_path / f"{precision}.json", progress=False)
+    losses = {p: [t["loss"] for t in s["ticks"]] for p, s in out.items()}
+    assert len(losses["bf16"]) == len(losses["fp32"]) == 2
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=1e-2)
+    assert losses["bf16"] != losses["fp32"], "bf16 autocast changed nothing"
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    assert load_checkpoint(tmp_path / "bf16.pt", kind="denoiser")["config"]["precision"] == "bf16"
+    wa, wb = weights(tmp_path / "fp32.pt"), weights(tmp_path / "bf16.pt")
+    assert all(torch.isfinite(v).all() for v in wb.values())
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# CUDA only: marked `cuda` (bench/gpu.sh runs `pytest -m cuda` on a lent GPU); skipped on a CPU machine.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _host_syncs(spec, ds, tmp_path, name) -> list[str]:
+    """Every host-device synchronisation a CUDA training run makes (torch's sync debug mode, as warnings)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train(spec, ds, run_dir=tmp_path / name, out=tmp_path / f"{name}.pt", stats_out=tmp_path / f"{name}.json",
+                  progress=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("cond", [False, True])
+def test_cuda_loop_makes_no_host_sync_per_step(tmp_path, digits, cond):
+    """The loop waits for the GPU per pool and per tick, never per optimizer step: the same 2 pools and one tick
+    taken as 2 or as 8 steps per pool make the same number of synchronisations."""
+    common = dict(cond=cond, kimg=0.128, pool=64, tick_kimg=0.128, state_kimg=100.0, augment_p=0.12, device="cuda")
+    few = _host_syncs(tiny_spec(batch=32, **common), digits, tmp_path, "few")
+    many = _host_syncs(tiny_spec(batch=8, **common), digits, tmp_path, "many")
+    assert few, "sync debug mode reported nothing: the check did not run"
+    assert len(many) == len(few), f"{len(many) - len(few)} more syncs with 4x the steps: {sorted(set(many))[:5]}"
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_precisions_set_edms_flags_and_train_close_to_fp32(tmp_path, digits):
+    """On CUDA: fp32 trains with TF32 off everywhere (EDM's flags), tf32 with TF32 convolutions only, bf16 under
+    autocast; all finite, the tf32 and bf16 losses within 1% of fp32's at the same seeds."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    losses = {}
+    try:
+        for precision in ("fp32", "tf32", "bf16"):
+            spec = tiny_spec(cond=True, kimg=0.128, tick_kimg=0.064, augment_p=0.12, precision=precision,
+                             device="cuda")
+            s = train(spec, digits, run_dir=tmp_path / "runs", out=tmp_path / f"{precision}.pt",
+                      stats_out=tmp_path / f"{precision}.json", progress=False)
+            assert torch.backends.cudnn.allow_tf32 is (precision == "tf32")
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+            assert all(torch.isfinite(v).all() for v in weights(tmp_path / f"{precision}.pt").values())
+            losses[precision] = [t["loss"] for t in s["ticks"]]
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    for precision in ("tf32", "bf16"):
+        assert losses[precision] == pytest.approx(losses["fp32"], rel=1e-2), precision
+    assert losses["bf16"] != losses["fp32"]
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
+    """The foreach EMA update on CUDA equals EDM's per-parameter lerp exactly (same rounding)."""
+    from aot.training.loop import _optimizer_step
+
+    spec = TrainSpec(batch=16, lr=1e-2, lr_rampup_kimg=0, ema_halflife_kimg=0.05)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Linear(300, 7)).cuda()
+    ema = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Linear(300, 7)).cuda().requires_grad_(False)
+    for p in net.parameters():
+        p.grad = torch.randn(p.shape, generator=g, device="cuda")
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    before = [p.detach().clone() for p in ema.parameters()]
+    _optimizer_step(spec, net, ema, opt, 320)  # beta = 0.5
+    for b, e, p in zip(before, ema.parameters(), net.parameters(), strict=True):
+        assert torch.equal(e, p.detach().lerp(b, 0.5))

@@ -233,6 +233,9 @@ def semantic_errors(cfg: dict) -> list[str]:
         )
     if t["gpus"] > 0 and not t["device"].startswith("cuda"):
         out.append(f"train.device: '{t['device']}' with train.gpus={t['gpus']}; set device: cuda or gpus: 0")
+    if t["precision"] == "tf32" and not t["device"].startswith("cuda"):
+        out.append(f"train.precision: tf32 is a CUDA mode (TensorFloat-32 convolutions) but train.device "
+                   f"is '{t['device']}'; use fp32 or bf16, or device: cuda")
     for name, arm in cfg["arms"].items():
         missing = [c for c in cfg["conditioning"] if "checkpoints" in arm and c not in arm["checkpoints"]]
         if missing:
@@ -556,7 +559,8 @@ def train_spec(cfg: dict, model: str) -> dict:
     """The spec handed to ``python -m aot train`` for ``model`` (e.g. 'aot-cond'); its changes trigger a retrain."""
     arm_name, cond = ModelName.parse(model)
     arm, t = cfg["arms"][arm_name], cfg["train"]
-    spec = {k: v for k, v in t.items() if k != "gpus"}
+    # precision only when not fp32 (as block below): every fp32 spec, and so its run dir, stays as it was
+    spec = {k: v for k, v in t.items() if k != "gpus" and not (k == "precision" and v == "fp32")}
     spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
                 arch=cfg["network"]["arch"], network=network_spec(cfg))
     if "seed" in arm:

@@ -2,7 +2,8 @@
 
 Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.training.pairing, in a background thread,
 one pool ahead) -> stream the N pairs in micro-batches of ``batch_gpu`` through EDM's loss -> Adam step every
-``batch / processes`` images -> EMA. Resumable state lives in ``run_dir`` (not a Snakemake output, so a rerun
+``batch / processes`` images -> EMA. ``precision`` picks the numerics of the forward pass (fp32 = EDM's and the
+paper's, the default; tf32; bf16 autocast). Resumable state lives in ``run_dir`` (not a Snakemake output, so a rerun
 does not delete it); the rule's outputs are the final EMA network and a JSON summary.
 """
 
@@ -66,6 +67,15 @@ class TrainSpec:
     tick_kimg: float = 50.0
     state_kimg: float = 500.0
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 (EDM's numerics) | tf32 (CUDA: TF32 convolutions) | bf16 (autocast)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train spec precision: {self.precision!r} is not one of {', '.join(PRECISIONS)} "
+                             "(config train.precision); fp32 is EDM's numerics")
+        if self.precision == "tf32" and not self.device.startswith("cuda"):
+            raise ValueError(f"train spec precision: tf32 is a CUDA mode (TensorFloat-32 convolutions) "
+                             f"but the device is {self.device!r}; use fp32 or bf16 there, or device cuda")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainSpec:
@@ -80,8 +90,12 @@ class TrainSpec:
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
         if d["block"] is None:  # added later: runs without it keep their run directory
             del d["block"]
+        if d["precision"] == "fp32":  # likewise: fp32 runs (all runs before it existed) keep theirs
+            del d["precision"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
+
+PRECISIONS = ("fp32", "tf32", "bf16")  # TrainSpec.precision (config train.precision)
 
 LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart that run from scratch"
 
@@ -109,6 +123,26 @@ class Pool(NamedTuple):
 
 # ----------------------------------------------------------------------------
 # Small pure pieces.
+
+
+def forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context of the training forward pass. bf16: autocast to bfloat16 (convolutions and matmuls in bf16; group
+    norms, the preconditioning and the loss stay float32, and weights, gradients, Adam and the EMA are float32);
+    fp32 and tf32: none (tf32 is a cuDNN flag, see :func:`set_cuda_flags`). Autocast is per thread, so the
+    pairing's cost matrix (computed in the background thread) stays float32 in every mode."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_cuda_flags(precision: str, device: torch.device) -> None:
+    """CUDA backend flags as EDM's training loop sets them: cuDNN autotuning on, TF32 off (exact float32, EDM's and
+    the paper's numerics). precision tf32 turns TF32 on for cuDNN's convolutions only, the bulk of the UNet's work;
+    matmuls stay float32, so the pairing's cost matrix, a GEMM on the same device, is as exact as in fp32."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def learning_rate(spec: TrainSpec, cur_nimg: int) -> float:
@@ -222,10 +256,7 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
 def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
            progress: bool, model_name: str, stop: dict) -> dict:
     rank, world, device = init_distributed(spec.device)
-    if device.type == "cuda":  # EDM: fp32 without TF32, cuDNN autotuning on
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    set_cuda_flags(spec.precision, device)
     per_proc = spec.batch // world
     batch_gpu = spec.batch_gpu or per_proc
     rounds = per_proc // batch_gpu
@@ -390,7 +421,8 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                     sync = r == rounds - 1 or world == 1
                     ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
                     with ctx:
-                        loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
+                        with forward_precision(spec.precision, device):
+                            loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
                         loss.sum().mul(1 / per_proc).backward()
                     tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
                 cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
@@ -498,9 +530,9 @@ def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
     opt.step()
     beta = ema_beta(spec, cur_nimg, spec.batch)
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
+    with torch.no_grad():  # EDM's p_ema <- p.lerp(p_ema, beta) for all parameters at once (same rounding)
+        p_ema = list(ema.parameters())
+        torch._foreach_copy_(p_ema, torch._foreach_lerp([p.detach() for p in net.parameters()], p_ema, beta))
     return cur_nimg + spec.batch
 
 
