@@ -43,6 +43,7 @@ SNAKEMAKE_MARKER = ".snakemake_timestamp"
 FORMAT_HINT = ("a folder or .zip of images: EDM's dataset_tool.py output (optional dataset.json labels) or one "
                "subfolder per class")
 _MAX_LABELS_BYTES = 1 << 30  # dataset.json of ImageNet (1.28M entries) is ~50 MB
+_LABELS_SIZE_FIX = f"keep {LABELS_FILE} below {_MAX_LABELS_BYTES >> 20} MB (one [name, class] per image)"
 
 
 class ImageSourceError(ValueError):
@@ -136,7 +137,7 @@ def _raise(e: OSError) -> None:
 
 def _read_labels_file(full: str, size: int) -> bytes:
     if size > _MAX_LABELS_BYTES:
-        raise _error(full, f"is {size} bytes", f"a {LABELS_FILE} of at most {_MAX_LABELS_BYTES >> 20} MB")
+        raise _error(full, f"is {size} bytes", _LABELS_SIZE_FIX)
     with open(full, "rb") as f:
         return f.read()
 
@@ -185,7 +186,7 @@ def _zip_entries(path: Path) -> tuple[list[tuple[str, int]], set[str], bytes | N
                 if rel == LABELS_FILE:
                     if info.file_size > _MAX_LABELS_BYTES:
                         raise _error(where, f"is {info.file_size} bytes",
-                                     f"a {LABELS_FILE} of at most {_MAX_LABELS_BYTES >> 20} MB")
+                                     _LABELS_SIZE_FIX)
                     labels_raw = _read_zip_member(z, path, info)
                     continue
                 _check_member(where, rel, info.file_size, exts)
