@@ -33,7 +33,11 @@ def cmd_prepare(a) -> None:
     # Each source takes only its own options (the workflow passes --test-fraction/--split-seed only where used).
     kwargs = {"digits": dict(test_fraction=a.test_fraction, seed=a.split_seed),
               "cifar10": dict(archive=a.archive),
-              "synthetic": dict(seed=a.split_seed)}[a.source]
+              "synthetic": dict(seed=a.split_seed),
+              "images": dict(path=a.path, resolution=a.resolution, test_fraction=a.test_fraction,
+                             seed=a.split_seed)}[a.source]
+    if a.source == "images" and a.path is None:
+        raise ValueError("prepare --source images needs --path (a folder or .zip of images)")
     ds = SOURCES[a.source](**kwargs)
     if a.subset is not None:
         ds = class_subset(ds, a.subset, a.subset_seed)
@@ -42,6 +46,12 @@ def cmd_prepare(a) -> None:
                 meta=ds.meta)
     write_json(a.info, info)
     print(json.dumps(info), file=sys.stderr)
+
+
+def cmd_digits_png(a) -> None:
+    from aot.data.datasets import write_digits_pngs
+
+    print(json.dumps(write_digits_pngs(a.out)), file=sys.stderr)
 
 
 def cmd_train(a) -> None:
@@ -232,8 +242,12 @@ def parser() -> argparse.ArgumentParser:
         return s
 
     s = stage("prepare", cmd_prepare, "Write a dataset in the project's npz format (+ a JSON with its sha256).")
-    s.add_argument("--source", required=True, choices=["digits", "cifar10", "synthetic"])
+    s.add_argument("--source", required=True, choices=["digits", "cifar10", "synthetic", "images"])
     s.add_argument("--archive", default=None, help="cifar10: local cifar-10-python.tar.gz or folder (else download)")
+    s.add_argument("--path", type=Path, default=None,
+                   help="images: a folder or .zip of images (EDM dataset_tool.py output, or one subfolder per class)")
+    s.add_argument("--resolution", type=int, default=None,
+                   help="images: center-crop and LANCZOS-resize every image to RxR (default: their own size)")
     s.add_argument("--test-fraction", type=float, default=0.2)
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--subset", type=int, default=None,
@@ -241,6 +255,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--subset-seed", type=int, default=0, help="seed of the per-class draw of --subset")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--info", required=True, type=Path)
+
+    s = stage("digits-png", cmd_digits_png, "Write scikit-learn's digits as an image source in EDM's dataset_tool.py "
+              "layout (8x8 grayscale PNGs and dataset.json labels): a folder, or a zip if --out ends in .zip.")
+    s.add_argument("--out", required=True, type=Path, help="destination folder or .zip (must not exist)")
 
     s = stage("train", cmd_train, "Train one EDM model (pairing method in the spec); resumes from --run-dir.")
     s.add_argument("--data", required=True, type=Path)

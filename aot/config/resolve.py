@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -288,10 +289,43 @@ def semantic_errors(cfg: dict) -> list[str]:
     if cfg["experiment"] == "tables":
         out.append("experiment: 'tables' is the folder of every experiment's tables (results/tables/); "
                    "pick another name")
-    sub = cfg["dataset"].get("subset")
-    if sub is not None and sub % DATASET_CLASSES:
-        out.append(f"dataset.subset: {sub} is not a multiple of the {DATASET_CLASSES} classes "
+    d = cfg["dataset"]
+    if d.get("test_fraction") == 0 and "featnet" in e["metrics"]:
+        out.append("dataset.test_fraction: 0 leaves no held-out images for the feature net's accuracy; give a "
+                   "fraction such as 0.2, or use evaluate.metrics: [inception]")
+    res = d.get("resolution")
+    if res is not None and res & (res - 1):
+        lo = 1 << (res.bit_length() - 1)
+        out.append(f"dataset.resolution: {res} is not a power of two (EDM's networks halve it at every level); use "
+                   f"{lo} or {2 * lo}")
+    elif d["source"] == "images":
+        try:
+            info = image_source_info(d)
+        except ValueError as err:  # ImageSourceError: one line naming the file and the fix
+            return [str(err).removeprefix("config error: ")] + out
+        out += _unlabeled_errors(cfg, info)
+        classes = info["num_classes"]
+    else:
+        classes = DATASET_CLASSES
+    sub = d.get("subset")
+    if sub is not None and sub % classes:
+        out.append(f"dataset.subset: {sub} is not a multiple of the {classes} classes "
                    "(the subset takes the same number of images from each class)")
+    return out
+
+
+def _unlabeled_errors(cfg: dict, info: dict) -> list[str]:
+    """An unlabeled image source has one class: no conditional model, no classifier feature net."""
+    if info["labeled"]:
+        return []
+    path, out = cfg["dataset"]["path"], []
+    if "cond" in cfg["conditioning"]:
+        out.append(f"conditioning: cond needs class labels and {path} has none (no dataset.json labels, no class "
+                   "subfolders); use conditioning: [uncond], or put each class's images in a subfolder of its own")
+    if "featnet" in cfg["evaluate"]["metrics"]:
+        out.append(f"evaluate.metrics: featnet is a classifier trained on the class labels and {path} has none; use "
+                   "metrics: [inception] (FID against the prepared images), or label the images (class subfolders "
+                   "or dataset.json)")
     return out
 
 
@@ -340,6 +374,8 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
     cfg = copy.deepcopy(config)
     errs = nonfinite_errors(cfg) or schema_errors(cfg, schema) or unused_key_errors(cfg)
     if not errs:
+        if cfg["dataset"]["source"] == "images":  # the FID reference of one's own images is those images
+            cfg["evaluate"].setdefault("fid_ref", "dataset")
         _fill_defaults(cfg, schema)
         _fill_dataset_defaults(cfg["dataset"])
         errs = schema_errors(cfg, schema) or semantic_errors(cfg)
@@ -352,14 +388,52 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
 # Image shape and classes of each dataset source (what the networks are built for), known before any data exists.
 SOURCE_SHAPES = {"digits": dict(channels=1, resolution=8), "cifar10": dict(channels=3, resolution=32),
                  "synthetic": dict(channels=3, resolution=32)}
-DATASET_CLASSES = 10  # every source has 10 classes
+DATASET_CLASSES = 10  # every built-in source has 10 classes (an images source: as many as its labels give)
 
 # Keys of ``dataset`` that only some sources read, with their defaults there (CIFAR-10 has an official split).
 DATASET_SOURCE_KEYS = {
     "digits": {"test_fraction": 0.2, "split_seed": 0},
     "synthetic": {"split_seed": 0},
     "cifar10": {"archive": None},
+    "images": {"path": None, "resolution": None, "test_fraction": 0.2, "split_seed": 0},
 }
+
+# Image sources that a rule of the workflow writes (workflow/rules/data.smk), with what they hold, so a config can be
+# checked and described before they exist. Snakemake tracks them as that rule's output (no fingerprint).
+GENERATED_SOURCES = {
+    "resources/digits-png": dict(channels=1, resolution=8, num_classes=10, labeled=True),
+    "resources/digits-png.zip": dict(channels=1, resolution=8, num_classes=10, labeled=True),
+}
+
+
+def generated_source(path: str) -> str | None:
+    """The key of GENERATED_SOURCES that ``path`` names (e.g. ``./resources/digits-png/``), else None."""
+    norm = os.path.normpath(path)
+    return norm if norm in GENERATED_SOURCES else None
+
+
+def image_source_info(d: dict) -> dict:
+    """channels, resolution, num_classes, labeled and fingerprint of the ``dataset`` of an images source, from its
+    listing and its first image's header (:mod:`aot.data.images`; nothing decoded, nothing written). A source that a
+    rule writes and that does not exist yet has its known shape and no fingerprint. Raises ImageSourceError."""
+    from aot.data.images import list_source, probe_shape
+
+    generated = generated_source(d["path"])
+    if generated is not None and not Path(d["path"]).exists():
+        known = GENERATED_SOURCES[generated]
+        return dict(known, resolution=d.get("resolution") or known["resolution"], fingerprint=None)
+    listing = list_source(d["path"])
+    shape = probe_shape(listing, d.get("resolution"))
+    return dict(shape, num_classes=listing.num_classes, labeled=listing.labeled,
+                fingerprint=None if generated else listing.fingerprint)
+
+
+def dataset_shape(d: dict) -> dict:
+    """channels, resolution and num_classes of the images the networks are built for, known before any job."""
+    if d["source"] == "images":
+        info = image_source_info(d)
+        return dict(channels=info["channels"], resolution=info["resolution"], num_classes=info["num_classes"])
+    return dict(SOURCE_SHAPES[d["source"]], num_classes=DATASET_CLASSES)
 
 
 def unused_key_errors(cfg: dict) -> list[str]:
@@ -367,10 +441,15 @@ def unused_key_errors(cfg: dict) -> list[str]:
     d = cfg.get("dataset", {})
     used = DATASET_SOURCE_KEYS.get(d.get("source"), {})
     out = []
-    for key in ("test_fraction", "split_seed", "archive"):
-        if key in d and key not in used and not (key == "archive" and d[key] is None):
+    for key in ("test_fraction", "split_seed", "archive", "path", "resolution"):
+        if key in d and key not in used and not (key in ("archive", "resolution") and d[key] is None):
             why = {"cifar10": "CIFAR-10's official test_batch is the held-out split"}.get(d["source"], "not read")
+            if key in ("path", "resolution"):
+                why = "only source images reads it"
             out.append(f"dataset.{key}: not used with source {d['source']} ({why}); remove it")
+    if d.get("source") == "images" and d.get("path") is None:
+        out.append("dataset.path: source images needs the folder or .zip of images; set dataset.path (e.g. "
+                   "dataset={source: images, path: my_images/})")
     return out
 
 
@@ -609,9 +688,8 @@ def describe_config(cfg: dict) -> dict:
     from aot.models.networks import count_parameters
     from aot.training.loop import TrainSpec, build_denoiser
 
-    shape = SOURCE_SHAPES[cfg["dataset"]["source"]]
-    out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape,
-                                                                  num_classes=DATASET_CLASSES),
+    shape = dataset_shape(cfg["dataset"])
+    out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape),
                  "models": {}, "guided": {}}
     for model in model_names(cfg):
         arm = cfg["arms"][ModelName.parse(model).arm]
@@ -620,7 +698,7 @@ def describe_config(cfg: dict) -> dict:
             continue
         spec = train_spec(cfg, model)
         with torch.device("meta"):
-            net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": DATASET_CLASSES},
+            net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": shape["num_classes"]},
                                        shape["resolution"], shape["channels"])
         out["models"][model] = {"train_spec": spec, "parameters": count_parameters(net),
                                 "label_dim": ctor["label_dim"], "augment_dim": ctor["network"]["augment_dim"],

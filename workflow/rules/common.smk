@@ -12,7 +12,9 @@ from aot.core.names import ModelName
 from aot.config.resolve import (
     ConfigError,
     disc_spec as resolved_disc_spec,
+    generated_source,
     guided_names,
+    image_source_info,
     model_names,
     resolve_config,
     setting_name,
@@ -260,6 +262,22 @@ def evaluate_args(wildcards, input):
         if e["inception_sha256"]:
             args += ["--inception-sha256", e["inception_sha256"]]
     return [str(a) for a in args]
+
+
+IMAGES_PATH = config["dataset"].get("path") if config["dataset"]["source"] == "images" else None
+# The fingerprint of an images source (the listing: names, sizes, mtimes / zip CRC-32s), a params of prepare_dataset;
+# None for a source written by the workflow itself (aot.config.resolve.GENERATED_SOURCES), tracked as that job's output.
+IMAGES_FINGERPRINT = image_source_info(config["dataset"])["fingerprint"] if IMAGES_PATH else None
+
+
+def dataset_inputs(wildcards):
+    """The source files of prepare_dataset: a local CIFAR-10 archive, or the images folder / zip (or the rule output
+    that writes it), so that a missing one stops the DAG before any job and a replaced one re-prepares."""
+    if config["dataset"].get("archive"):
+        return {"archive": config["dataset"]["archive"]}
+    if IMAGES_PATH:
+        return {"images": generated_source(IMAGES_PATH) or IMAGES_PATH}
+    return {}
 
 
 def fid_ref_inputs(wildcards):

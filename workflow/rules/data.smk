@@ -3,13 +3,26 @@ DATASET = config["dataset"]
 # stops the DAG before any job (MissingInputException naming it) and a replaced archive re-prepares the dataset;
 # a folder without CIFAR-10's batches is refused with the config (aot.config.resolve.archive_errors).
 DATASET_ARCHIVE = DATASET.get("archive")
+# dataset.path (images: a folder or .zip) is a declared input too, and so is its fingerprint (params): the sha256 of
+# every file's name, size and mtime (a folder) or every member's name, size and CRC-32 (a zip's central directory).
+# Listing + stat, not a checksum of the bytes: the config check lists the source on every Snakemake run (each
+# cluster job included), and reading every image each time would cost minutes on ImageNet; an edited, added,
+# removed or renamed file changes it, and so re-prepares the dataset (a `touch` re-prepares too: the prepared
+# dataset's recorded sha256 then shows that nothing changed). A source that a rule below writes is tracked by
+# Snakemake as that rule's output instead.
+# (IMAGES_PATH, IMAGES_FINGERPRINT and dataset_inputs: workflow/rules/common.smk)
 # Flags for the source's own options only (cifar10 has no split: its test_batch is the held-out set) and for the
 # per-class training subset; {params.args:q} quotes each item on its own.
 DATASET_ARGS = [
     str(v)
     for v in (
-        (["--test-fraction", DATASET.get("test_fraction", 0.2)] if DATASET["source"] == "digits" else [])
-        + (["--split-seed", DATASET.get("split_seed", 0)] if DATASET["source"] in ("digits", "synthetic") else [])
+        (["--test-fraction", DATASET.get("test_fraction", 0.2)] if DATASET["source"] in ("digits", "images") else [])
+        + (
+            ["--split-seed", DATASET.get("split_seed", 0)]
+            if DATASET["source"] in ("digits", "synthetic", "images")
+            else []
+        )
+        + (["--resolution", DATASET["resolution"]] if DATASET.get("resolution") else [])
         + (
             ["--subset", DATASET["subset"], "--subset-seed", DATASET.get("subset_seed", 0)]
             if DATASET.get("subset") is not None
@@ -21,7 +34,7 @@ DATASET_ARGS = [
 
 rule prepare_dataset:
     input:
-        unpack(lambda wildcards: {"archive": DATASET_ARCHIVE} if DATASET_ARCHIVE else {}),
+        unpack(dataset_inputs),
     output:
         data=f"{R}/data/dataset.npz",
         info=f"{R}/data/dataset.json",
@@ -33,7 +46,35 @@ rule prepare_dataset:
     params:
         source=DATASET["source"],
         args=DATASET_ARGS,
+        fingerprint=IMAGES_FINGERPRINT or "",  # a changed images source re-prepares (params trigger)
     shell:
         "python -m aot prepare --source {params.source:q} "
         + ("--archive {input.archive:q} " if DATASET_ARCHIVE else "")
+        + ("--path {input.images:q} " if IMAGES_PATH else "")
         + "{params.args:q} --out {output.data:q} --info {output.info:q} > {log:q} 2>&1"
+
+
+# scikit-learn's digits as an image source in EDM's dataset_tool.py layout (config/digits-images.yaml): a folder and
+# a zip of 8x8 grayscale PNGs with dataset.json labels, written here from the installed package, never committed.
+rule digits_png:
+    output:
+        directory("resources/digits-png"),
+    log:
+        "resources/logs/digits_png.log",
+    localrule: True
+    conda:
+        "../envs/aot.yaml"
+    shell:
+        "python -m aot digits-png --out {output:q} > {log:q} 2>&1"
+
+
+rule digits_png_zip:
+    output:
+        "resources/digits-png.zip",
+    log:
+        "resources/logs/digits_png_zip.log",
+    localrule: True
+    conda:
+        "../envs/aot.yaml"
+    shell:
+        "python -m aot digits-png --out {output:q} > {log:q} 2>&1"
