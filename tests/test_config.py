@@ -6,23 +6,16 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from aot.config.resolve import (
+from aot.config.checks import MAX_IMAGES, MAX_SAMPLING_JOBS, SEED_MAX, check_config, sampling_jobs
+from aot.config.describe import describe_config
+from aot.config.experiment import guided_names, model_names, setting_name
+from aot.config.resolve import disc_spec, resolve_config
+from aot.config.yamlio import (
     DEFAULT_SCHEMA,
-    MAX_IMAGES,
-    MAX_SAMPLING_JOBS,
-    SEED_MAX,
     ConfigError,
-    check_config,
-    describe_config,
-    disc_spec,
-    guided_names,
     load_yaml,
     merge_config,
-    model_names,
     parse_cli_config,
-    resolve_config,
-    sampling_jobs,
-    setting_name,
     typed_cli_overrides,
 )
 
@@ -50,7 +43,7 @@ def test_defaults_are_filled():
     [
         (lambda c: c["train"].update(kimgg=1), "train: Additional properties"),
         (lambda c: c["train"].update(kimg=-1), "train.kimg"),
-        (lambda c: c["arms"]["aot"].update(pairing="ot"), "arms.aot.training.pairing"),
+        (lambda c: c["arms"]["aot"].update(pairing="ot"), "arms.aot.pairing"),
         (lambda c: c["sample"]["grid"].append({"rho": 7, "steps": 1}), "sample.grid.4.steps"),
         (lambda c: c["train"].update(pool=100), "train.pool"),
         (lambda c: c.update(conditioning=["both"]), "conditioning.0"),

@@ -344,7 +344,8 @@ def test_archive_folder_without_cifar10_stops_before_any_job(tmp_path, workflow_
     """A dataset.archive folder that holds no CIFAR-10 (here: the batches two folders down, and a half-extracted
     copy) is refused by the config check, in one line naming the folder and the missing batches; the loader searches
     the same places, so what the check accepts the job reads."""
-    from aot.config.resolve import ConfigError, resolve_config
+    from aot.config.resolve import resolve_config
+    from aot.config.yamlio import ConfigError
 
     archive = tmp_path / "cifar-10-python.tar.gz"
     expected = write_cifar10_archive(archive, per_batch=10, protocol=4)

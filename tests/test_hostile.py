@@ -2,7 +2,7 @@
 
 Every string-typed key of the schema is found by walking the schema (enums are skipped: the schema already limits
 them to a fixed list of plain words, checked below). Each gets each hostile value; then either the config is refused
-with one line naming the key (by aot.config.resolve.check_config and by the Snakemake dry run), or the dry run's printed
+with one line naming the key (by aot.config.checks.check_config and by the Snakemake dry run), or the dry run's printed
 commands (-n -p) hold the value as one argument or one part of an argument, quoted: the same words as with a plain
 placeholder in its place, and no shell character outside quotes. Last, a real run of the dataset preparation and the
 Inception reference statistics reads a CIFAR-10 archive and Inception weights from a directory named like an attack:
@@ -23,8 +23,10 @@ import pytest
 import yaml
 from conftest import ENV, ROOT, SMK, copy_workflow
 
-import aot.config.resolve
-from aot.config.resolve import DEFAULT_SCHEMA, ConfigError, check_config, load_yaml
+import aot.config.checks
+import aot.data.cifar10_layout
+from aot.config.checks import check_config
+from aot.config.yamlio import DEFAULT_SCHEMA, ConfigError, load_yaml
 
 # The issue's list: word splitting, command separators, command substitution, quotes, and paths out of results/.
 HOSTILE = ["a b", "x;touch HACK", "$(touch HACK)", "`touch HACK`", "'q'", '"dq"', "..", "../escape"]
@@ -97,7 +99,7 @@ def _load_yaml_schema_once(path):
 def refusal(key: str, value: str) -> str | None:
     """check_config's one-line error for the base config with ``key`` set to ``value``; None if accepted."""
     # check_config re-reads the schema each call (60 ms of YAML); read it once for the few hundred calls here
-    with mock.patch.object(aot.config.resolve, "load_yaml", _load_yaml_schema_once):
+    with mock.patch.object(aot.config.checks, "load_yaml", _load_yaml_schema_once):
         try:
             check_config(with_values({key: value}))
         except ConfigError as e:
@@ -285,7 +287,7 @@ def test_dry_run_quotes_each_hostile_value(wf, placeholder_run, value):
     if not target.exists():
         target.write_text("")  # dataset.archive must exist
     if target.is_dir():  # '..': a dataset.archive folder must hold CIFAR-10's batches
-        for name in aot.config.resolve.CIFAR10_BATCHES:
+        for name in aot.data.cifar10_layout.CIFAR10_BATCHES:
             (target / name).touch()
     cmds = dry_run_commands(wf, with_values({k: value for k in keys}), "hostile.yaml")
     # No character of the value (or of anything else) is left to the shell: quoted, or plain.

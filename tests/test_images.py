@@ -21,7 +21,9 @@ import yaml
 from PIL import Image
 from wfcopy import copy_workflow
 
-from aot.config.resolve import GENERATED_SOURCES, ConfigError, check_config, load_yaml
+from aot.config.checks import check_config
+from aot.config.experiment import GENERATED_SOURCES
+from aot.config.yamlio import ConfigError, load_yaml
 from aot.data.datasets import digits_dataset, images_dataset, load_dataset, sha256_file, write_digits_pngs
 from aot.data.images import ImageSourceError, center_crop_resize, list_source
 

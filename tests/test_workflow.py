@@ -91,7 +91,9 @@ def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
     """The workflow's resolved config (rule resolved_config, run for real) of each shipped config file equals that
     file validated alone, and equals what `python -m aot check-config`/`show-config` resolve (aot.config.resolve), with and
     without --config overrides."""
-    from aot.config.resolve import check_config, load_yaml, parse_cli_config, resolve_config
+    from aot.config.checks import check_config
+    from aot.config.resolve import resolve_config
+    from aot.config.yamlio import load_yaml, parse_cli_config
 
     copy_workflow(tmp_path)
     cases = [(None, []), (None, ["experiment=other", "guidance={enabled: false}"])]
@@ -112,7 +114,7 @@ def test_no_embedded_default_key_reaches_a_config_file(tmp_path):
 
 def paper_cells(cond: str) -> set[tuple[str, str]]:
     """(arm, setting) of every cell of the paper's Tables 1/2, 4 (uncond) and 5, from aot/report/paper.py."""
-    from aot.config.resolve import setting_name
+    from aot.config.experiment import setting_name
     from aot.report.paper import TABLE1_ROWS, TABLE2_ROWS, TABLE4, TABLE4_RHOS, TABLE5, TABLE5_NFES, TABLE5_RHOS
 
     cells = {(arm, setting_name(rho, steps)) for _, arm, rho, steps, _, _ in
@@ -145,8 +147,10 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
 
 @pytest.mark.parametrize("cfg", [None, "config/cifar10-uncond.yaml"])
 def test_sampling_job_count_is_snakemakes(cfg):
-    """aot.config.resolve.sampling_jobs (what the bound on sampling jobs counts) is the dry run's sample + sample_guided."""
-    from aot.config.resolve import parse_cli_config, resolve_config, sampling_jobs
+    """aot.config.checks.sampling_jobs (what the bound on sampling jobs counts) is the dry run's sample + sample_guided."""
+    from aot.config.checks import sampling_jobs
+    from aot.config.resolve import resolve_config
+    from aot.config.yamlio import parse_cli_config
 
     extra = ["sample={shard_size: 250}"] if cfg is None else []  # 4 shards per setting, 6 per set of fakes
     r = run(["-n", "--forceall"] + (["--configfile", cfg] if cfg else []) + (["--config", *extra] if extra else []))

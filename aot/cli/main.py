@@ -215,7 +215,8 @@ def cmd_replicates(a) -> None:
 
 
 def _resolve(a) -> dict:
-    from aot.config.resolve import parse_cli_config, resolve_config
+    from aot.config.resolve import resolve_config
+    from aot.config.yamlio import parse_cli_config
 
     return resolve_config(a.configfile, parse_cli_config(a.config))
 
@@ -226,7 +227,7 @@ def cmd_check_config(a) -> None:
 
 
 def cmd_show_config(a) -> None:
-    from aot.config.resolve import describe_config, format_description
+    from aot.config.describe import describe_config, format_description
 
     d = describe_config(_resolve(a))
     print(json.dumps(d, indent=1) if a.json else format_description(d))
@@ -422,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    from aot.config.resolve import ConfigError
+    from aot.config.yamlio import ConfigError
 
     if hasattr(a, "configfile"):
         a.configfile = [*a.configs, *a.configfile]

@@ -9,19 +9,15 @@ sys.path.insert(
 )  # import aot from the checkout even when it is not pip-installed
 
 from aot.core.names import ModelName
+from aot.config.experiment import generated_source, guided_names, image_source_info, model_names, setting_name
 from aot.config.resolve import (
-    ConfigError,
     disc_spec as resolved_disc_spec,
-    generated_source,
-    guided_names,
-    image_source_info,
-    model_names,
     resolve_config,
-    setting_name,
     spec_json,
     train_spec as resolved_train_spec,
     write_resolved_config,
 )
+from aot.config.yamlio import ConfigError
 
 try:
     # The config exactly as `python -m aot check-config` / `show-config` resolve it: the config files Snakemake read
@@ -266,7 +262,7 @@ def evaluate_args(wildcards, input):
 
 IMAGES_PATH = config["dataset"].get("path") if config["dataset"]["source"] == "images" else None
 # The fingerprint of an images source (the listing: names, sizes, mtimes / zip CRC-32s), a params of prepare_dataset;
-# None for a source written by the workflow itself (aot.config.resolve.GENERATED_SOURCES), tracked as that job's output.
+# None for a source written by the workflow itself (aot.config.experiment.GENERATED_SOURCES), tracked as that job's output.
 IMAGES_FINGERPRINT = image_source_info(config["dataset"])["fingerprint"] if IMAGES_PATH else None
 
 

@@ -1,7 +1,7 @@
 DATASET = config["dataset"]
 # dataset.archive (cifar10: a local cifar-10-python.tar.gz or its folder) is a declared input, so a wrong path
 # stops the DAG before any job (MissingInputException naming it) and a replaced archive re-prepares the dataset;
-# a folder without CIFAR-10's batches is refused with the config (aot.config.resolve.archive_errors).
+# a folder without CIFAR-10's batches is refused with the config (aot.config.checks.archive_errors).
 DATASET_ARCHIVE = DATASET.get("archive")
 # dataset.path (images: a folder or .zip) is a declared input too, and so is its fingerprint (params): the sha256 of
 # every file's name, size and mtime (a folder) or every member's name, size and CRC-32 (a zip's central directory).

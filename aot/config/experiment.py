@@ -1,0 +1,91 @@
+"""What a config describes before any data exists: each dataset source's image shape and classes, the keys only
+some sources read, image sources a rule writes, and the names of models, guided models and (rho, steps) settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Image shape and classes of each dataset source (what the networks are built for), known before any data exists.
+SOURCE_SHAPES = {"digits": dict(channels=1, resolution=8), "cifar10": dict(channels=3, resolution=32),
+                 "synthetic": dict(channels=3, resolution=32)}
+
+
+DATASET_CLASSES = 10  # every built-in source has 10 classes (an images source: as many as its labels give)
+
+
+# Keys of ``dataset`` that only some sources read, with their defaults there (CIFAR-10 has an official split).
+DATASET_SOURCE_KEYS = {
+    "digits": {"test_fraction": 0.2, "split_seed": 0},
+    "synthetic": {"split_seed": 0},
+    "cifar10": {"archive": None},
+    "images": {"path": None, "resolution": None, "test_fraction": 0.2, "split_seed": 0},
+}
+
+
+# Image sources that a rule of the workflow writes (workflow/rules/data.smk), with what they hold, so a config can be
+# checked and described before they exist. Snakemake tracks them as that rule's output (no fingerprint).
+GENERATED_SOURCES = {
+    "resources/digits-png": dict(channels=1, resolution=8, num_classes=10, labeled=True),
+    "resources/digits-png.zip": dict(channels=1, resolution=8, num_classes=10, labeled=True),
+}
+
+
+def generated_source(path: str) -> str | None:
+    """The key of GENERATED_SOURCES that ``path`` names (e.g. ``./resources/digits-png/``), else None."""
+    norm = os.path.normpath(path)
+    return norm if norm in GENERATED_SOURCES else None
+
+
+def image_source_info(d: dict) -> dict:
+    """channels, resolution, num_classes, labeled and fingerprint of the ``dataset`` of an images source, from its
+    listing and its first image's header (:mod:`aot.data.images`; nothing decoded, nothing written). A source that a
+    rule writes and that does not exist yet has its known shape and no fingerprint. Raises ImageSourceError."""
+    from aot.data.images import list_source, probe_shape
+
+    generated = generated_source(d["path"])
+    if generated is not None and not Path(d["path"]).exists():
+        known = GENERATED_SOURCES[generated]
+        return dict(known, resolution=d.get("resolution") or known["resolution"], fingerprint=None)
+    listing = list_source(d["path"])
+    shape = probe_shape(listing, d.get("resolution"))
+    return dict(shape, num_classes=listing.num_classes, labeled=listing.labeled,
+                fingerprint=None if generated else listing.fingerprint)
+
+
+def dataset_shape(d: dict) -> dict:
+    """channels, resolution and num_classes of the images the networks are built for, known before any job."""
+    if d["source"] == "images":
+        info = image_source_info(d)
+        return dict(channels=info["channels"], resolution=info["resolution"], num_classes=info["num_classes"])
+    return dict(SOURCE_SHAPES[d["source"]], num_classes=DATASET_CLASSES)
+
+
+def fill_dataset_defaults(d: dict) -> None:
+    for key, value in DATASET_SOURCE_KEYS.get(d["source"], {}).items():
+        d.setdefault(key, value)
+
+
+def model_names(cfg: dict, *, imported: bool | None = None) -> list[str]:
+    """Models: one per arm and conditioning, e.g. 'aot-cond'. ``imported`` True/False keeps only the arms
+    whose networks are imported from released checkpoints / trained here."""
+    return [
+        f"{arm}-{cond}"
+        for arm, a in cfg["arms"].items()
+        for cond in cfg["conditioning"]
+        if imported is None or imported == ("checkpoints" in a)
+    ]
+
+
+def guided_names(cfg: dict) -> list[str]:
+    """Guided models: one per Discriminator Guidance run and conditioning, e.g. 'aot_dg-cond'."""
+    g = cfg.get("guidance", {})
+    if not g.get("enabled", True):
+        return []
+    return [f"{run}-{cond}" for run in g.get("runs", {}) for cond in cfg["conditioning"]]
+
+
+def setting_name(rho: float, steps: int) -> str:
+    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5)."""
+    return f"rho{rho:g}-steps{steps}"
