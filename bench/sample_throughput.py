@@ -33,7 +33,8 @@ from aot.eval.metrics import frechet_distance, gaussian_stats
 from aot.models.networks import count_parameters
 from aot.sampling.generate import generate
 from aot.sampling.samplers import nfe
-from aot.training.loop import TrainSpec, build_denoiser
+from aot.training.loop import build_denoiser
+from aot.training.spec import TrainSpec
 
 BLOCK = 50000  # FID-50k
 TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_blocks=1, attn_resolutions=[16],

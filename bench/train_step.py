@@ -46,7 +46,8 @@ import yaml
 
 from aot.data.datasets import Dataset, digits_dataset, synthetic_dataset
 from aot.training import assignment, pairing
-from aot.training.loop import TrainSpec, train
+from aot.training.loop import train
+from aot.training.spec import TrainSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

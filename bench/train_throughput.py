@@ -25,7 +25,8 @@ import torch
 from aot.data.datasets import synthetic_dataset
 from aot.models.networks import count_parameters
 from aot.training.assignment import resolve_solver
-from aot.training.loop import TrainSpec, build_denoiser, train
+from aot.training.loop import build_denoiser, train
+from aot.training.spec import TrainSpec
 
 CASES = {
     # name: (arch, network overrides)

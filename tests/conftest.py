@@ -28,7 +28,7 @@ TINY_NET = dict(model_channels=16, channel_mult=[1, 2], channel_mult_emb=1, num_
 
 def tiny_spec(**kw):
     """A TrainSpec for TINY_NET on digits: 2 ticks of 128 images, states every tick."""
-    from aot.training.loop import TrainSpec
+    from aot.training.spec import TrainSpec
 
     base = dict(pairing="aot", cond=False, network=TINY_NET, kimg=0.256, batch=32, pool=64, lr=2e-3,
                 lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.128, state_kimg=0.128)

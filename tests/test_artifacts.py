@@ -308,11 +308,11 @@ def test_corrupt_training_state_says_to_restart(tmp_path):
 
 def test_corrupt_training_log_and_trajectory_metrics(tmp_path):
     from aot.eval.trajectory import load_metrics_json
-    from aot.training.loop import _truncate_log
+    from aot.training.runlog import truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"kimg": 0.5, "loss": 1.0}\n{"kimg": 1.0, "lo')  # cut mid-line by a kill
-    msg = assert_raises_one_line(lambda: _truncate_log(log, 1.0), log, fix=("delete",))
+    msg = assert_raises_one_line(lambda: truncate_log(log, 1.0), log, fix=("delete",))
     assert "training-state.pt and log.jsonl" in msg
     traj = tmp_path / "rho7-steps18.json"
     traj.write_text('{"metrics": {"straightness": 0.1}}')  # no meta: a file from something else

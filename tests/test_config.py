@@ -474,7 +474,7 @@ def test_precision_reaches_the_train_spec_only_when_not_fp32():
     """train.precision: fp32 (the default) leaves every train spec as it was before the key existed (so no retrain
     and the same run folder); bf16 and tf32 reach the spec, and TrainSpec gives each its own run folder."""
     from aot.config.resolve import train_spec
-    from aot.training.loop import TrainSpec
+    from aot.training.spec import TrainSpec
 
     paper = resolve_config([ROOT / "config/cifar10-uncond.yaml"], {})
     assert paper["train"]["precision"] == "fp32" and "precision" not in train_spec(paper, "aot-uncond")

@@ -15,7 +15,9 @@ from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec, weights
 from aot.core.checkpoint import load_checkpoint
 from aot.data.datasets import save_dataset
 from aot.models.denoiser import load_denoiser
-from aot.training.loop import PoolSampler, TrainSpec, ema_beta, learning_rate, train
+from aot.training.loop import train
+from aot.training.runlog import PoolSampler
+from aot.training.spec import TrainSpec, ema_beta, learning_rate
 
 
 def test_learning_rate_ramp():
@@ -304,7 +306,7 @@ def test_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
 
 def test_forward_precision_fp32_is_plain_float32_and_bf16_autocasts():
     from aot.models.networks import Conv2d
-    from aot.training.loop import forward_precision
+    from aot.training.spec import forward_precision
 
     conv, x = Conv2d(3, 4, kernel=3), torch.randn(2, 3, 8, 8)
     for precision, dtype in (("fp32", torch.float32), ("tf32", torch.float32), ("bf16", torch.bfloat16)):

@@ -56,7 +56,8 @@ def cmd_digits_png(a) -> None:
 
 def cmd_train(a) -> None:
     from aot.data.datasets import load_dataset
-    from aot.training.loop import TrainSpec, train
+    from aot.training.loop import train
+    from aot.training.spec import TrainSpec
 
     _threads(a.threads)
     spec = TrainSpec.from_dict(json.loads(a.spec))
@@ -263,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = stage("train", cmd_train, "Train one EDM model (pairing method in the spec); resumes from --run-dir.")
     s.add_argument("--data", required=True, type=Path)
-    s.add_argument("--spec", required=True, help="JSON of aot.training.loop.TrainSpec fields")
+    s.add_argument("--spec", required=True, help="JSON of aot.training.spec.TrainSpec fields")
     s.add_argument("--run-dir", required=True, type=Path, help="resumable state (kept across reruns)")
     s.add_argument("--out", required=True, type=Path, help="final EMA network (.pt)")
     s.add_argument("--stats", required=True, type=Path, help="training summary (.json)")

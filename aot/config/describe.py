@@ -16,7 +16,8 @@ def describe_config(cfg: dict) -> dict:
     import torch
 
     from aot.models.networks import count_parameters
-    from aot.training.loop import TrainSpec, build_denoiser
+    from aot.training.loop import build_denoiser
+    from aot.training.spec import TrainSpec
 
     shape = dataset_shape(cfg["dataset"])
     out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape),

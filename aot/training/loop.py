@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
-import math
 import os
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from aot.core.artifacts import read_state, reading
+from aot.core.artifacts import read_state
 from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, save_checkpoint, write_json
 from aot.core.numerics import DivergenceError, finite_flags
 from aot.data.datasets import Dataset, to_float
@@ -38,67 +35,8 @@ from aot.models.precond import EDMPrecond
 from aot.training import pairing
 from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.training.loss import edm_loss, sample_sigma
-
-
-@dataclass
-class TrainSpec:
-    """Everything that defines a training run (the rule passes it as JSON). Units: kimg = 1000 images."""
-
-    pairing: str = "aot"  # aot.training.pairing method: none (EDM) | aot | aot-sq | immiscible | knn
-    cond: bool = False  # class-conditional model (per-class pairing when pairing != none)
-    arch: str = "ddpmpp"  # aot.models.networks preset
-    network: dict = field(default_factory=dict)  # overrides of the preset (model_channels, ...)
-    kimg: float = 200.0  # training length
-    batch: int = 512  # global batch per optimizer step
-    batch_gpu: int | None = None  # micro-batch per process; None = batch / processes
-    pool: int = 512  # AOT pool size N per process
-    micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
-    block: int | None = None  # aot / aot-sq: assign within consecutive blocks of this many pool images; None = pool
-    augment_p: float = 0.0  # EDM's non-leaking augmentation probability (CIFAR-10: 0.12); 0 = off
-    knn_k: int = 8  # knn: candidate noises per image
-    lr: float = 1e-3
-    lr_rampup_kimg: float = 10000.0
-    ema_halflife_kimg: float = 500.0
-    ema_rampup_ratio: float | None = 0.05
-    P_mean: float = -1.2
-    P_std: float = 1.2
-    sigma_data: float = 0.5
-    seed: int = 0
-    tick_kimg: float = 50.0
-    state_kimg: float = 500.0
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 (EDM's numerics) | tf32 (CUDA: TF32 convolutions) | bf16 (autocast)
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train spec precision: {self.precision!r} is not one of {', '.join(PRECISIONS)} "
-                             "(config train.precision); fp32 is EDM's numerics")
-        if self.precision == "tf32" and not self.device.startswith("cuda"):
-            raise ValueError(f"train spec precision: tf32 is a CUDA mode (TensorFloat-32 convolutions) "
-                             f"but the device is {self.device!r}; use fp32 or bf16 there, or device cuda")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainSpec:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown train spec keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
-
-    def digest(self) -> str:
-        """Names the run directory. Length and logging intervals are left out: the schedules do not depend on
-        them, so a finished run can be extended (more kimg) and resumes where it stopped."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
-        if d["block"] is None:  # added later: runs without it keep their run directory
-            del d["block"]
-        if d["precision"] == "fp32":  # likewise: fp32 runs (all runs before it existed) keep theirs
-            del d["precision"]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")  # TrainSpec.precision (config train.precision)
-
-LOG_FIX = "delete the run folder's training-state.pt and log.jsonl to restart that run from scratch"
-
+from aot.training.runlog import PoolSampler, log, restore_log, summarize, tick_line, truncate_log, write_tick
+from aot.training.spec import TrainSpec, ema_beta, forward_precision, learning_rate, set_cuda_flags
 
 DIVERGED_MARKER = "DIVERGED"  # in the run dir: this run diverged; a retry refuses to resume it
 
@@ -125,76 +63,6 @@ class Pool(NamedTuple):
 # Small pure pieces.
 
 
-def forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context of the training forward pass. bf16: autocast to bfloat16 (convolutions and matmuls in bf16; group
-    norms, the preconditioning and the loss stay float32, and weights, gradients, Adam and the EMA are float32);
-    fp32 and tf32: none (tf32 is a cuDNN flag, see :func:`set_cuda_flags`). Autocast is per thread, so the
-    pairing's cost matrix (computed in the background thread) stays float32 in every mode."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def set_cuda_flags(precision: str, device: torch.device) -> None:
-    """CUDA backend flags as EDM's training loop sets them: cuDNN autotuning on, TF32 off (exact float32, EDM's and
-    the paper's numerics). precision tf32 turns TF32 on for cuDNN's convolutions only, the bulk of the UNet's work;
-    matmuls stay float32, so the pairing's cost matrix, a GEMM on the same device, is as exact as in fp32."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def learning_rate(spec: TrainSpec, cur_nimg: int) -> float:
-    """EDM: linear warm-up over lr_rampup_kimg, then constant."""
-    ramp = spec.lr_rampup_kimg * 1000
-    return spec.lr * (min(cur_nimg / ramp, 1.0) if ramp > 0 else 1.0)
-
-
-def ema_beta(spec: TrainSpec, cur_nimg: int, batch: int) -> float:
-    """EDM: half-life in images, ramped up as min(halflife, ratio * nimg); beta = 0.5^(batch / halflife)."""
-    halflife = spec.ema_halflife_kimg * 1000
-    if spec.ema_rampup_ratio is not None:
-        halflife = min(halflife, cur_nimg * spec.ema_rampup_ratio)
-    return 0.5 ** (batch / max(halflife, 1e-8))
-
-
-class PoolSampler:
-    """Endless shuffled stream of dataset indices, drawn N at a time; its state is two integers.
-
-    Epoch e is the permutation from a generator seeded with (seed, e), restricted to this process's shard
-    (indices rank, rank + world, ...), so the state (epoch, pos) alone restores the stream exactly.
-    """
-
-    def __init__(self, n_items: int, seed: int, rank: int = 0, world: int = 1):
-        self.items = torch.arange(rank, n_items, world)
-        self.seed, self.epoch, self.pos = seed, 0, 0
-        self._perm = self._permutation()
-
-    def _permutation(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return self.items[torch.randperm(len(self.items), generator=g)]
-
-    def next(self, n: int) -> torch.Tensor:
-        out = []
-        while n > 0:
-            take = min(n, len(self._perm) - self.pos)
-            out.append(self._perm[self.pos : self.pos + take])
-            self.pos += take
-            n -= take
-            if self.pos == len(self._perm):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._perm = self._permutation()
-        return torch.cat(out)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def restore(self, state: dict) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._perm = self._permutation()
-
-
 # ----------------------------------------------------------------------------
 # Process group (torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is one process).
 
@@ -210,11 +78,6 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(dev)
         torch.distributed.init_process_group(backend=backend)
     return rank, world, dev
-
-
-def log(msg: str, rank: int = 0) -> None:
-    if rank == 0:
-        print(msg, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------
@@ -434,11 +297,11 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                     now = time.perf_counter()
                     rate = (cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
                     pools = history[tick_start_pool:] or history[-1:]  # the pools of this tick
-                    line = _tick_line(cur_nimg, tick_losses, pools, sec=now - t_start, kimg_per_s=rate,
+                    line = tick_line(cur_nimg, tick_losses, pools, sec=now - t_start, kimg_per_s=rate,
                                       wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
                     ticks.append(line)
                     if rank == 0:
-                        _write_tick(log_path, line, bar)
+                        write_tick(log_path, line, bar)
                     tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
                     tick_start_pool = len(history)
             else:
@@ -508,9 +371,9 @@ def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.devic
     if "ticks" in s:
         ticks = json.loads(s["ticks"])
         if rank == 0:
-            _restore_log(log_path, ticks, state_path)
+            restore_log(log_path, ticks, state_path)
     else:  # a state saved before ticks went with it: the log is all there is
-        ticks = _truncate_log(log_path, cur_nimg / 1000) if rank == 0 else []
+        ticks = truncate_log(log_path, cur_nimg / 1000) if rank == 0 else []
     return cur_nimg, history, ticks
 
 
@@ -536,61 +399,3 @@ def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.
     return cur_nimg + spec.batch
 
 
-def _tick_line(cur_nimg: int, losses: list[torch.Tensor], pools: list[dict], *, sec: float, kimg_per_s: float,
-               wait_frac: float) -> dict:
-    """One log.jsonl record: mean loss over the tick's micro-batches (one device sync), pairing stats of its pools."""
-    return dict(kimg=round(cur_nimg / 1000, 3), loss=torch.stack(losses).mean().item(), sec=round(sec, 2),
-                kimg_per_s=kimg_per_s,
-                dist_paired=float(np.mean([h["dist_paired"] for h in pools])),
-                dist_independent=float(np.mean([h["dist_independent"] for h in pools])),
-                solve_ms=1000 * float(np.mean([h["solve_s"] for h in pools])),
-                wait_frac=wait_frac)
-
-
-def _write_tick(path: Path, line: dict, bar) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(line) + "\n")
-    msg = (f"kimg {line['kimg']:.1f}  loss {line['loss']:.4f}  {line['kimg_per_s']:.3f} kimg/s  "
-           f"pair dist {line['dist_paired']:.3f} (indep {line['dist_independent']:.3f})  "
-           f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
-    (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
-
-
-def _restore_log(path: Path, ticks: list[dict], state_path: Path) -> None:
-    """Set ``log.jsonl`` to the ticks saved with the state: those logged after it are redone, and a log cut or torn
-    since (a kill mid-write, a copy cut short) is rebuilt from the state, with a line saying so. Each line is the
-    same text as when it was first written (JSON floats round-trip)."""
-    text = "".join(json.dumps(t) + "\n" for t in ticks)
-    old = path.read_bytes() if path.exists() else b""
-    if not old.startswith(text.encode()):
-        log(f"{path}: its ticks up to {ticks[-1]['kimg'] if ticks else 0:g} kimg were cut or torn; rebuilt its "
-            f"{len(ticks)} ticks from {state_path}")
-    if old != text.encode():
-        atomic_write_text(path, text)
-
-
-def _truncate_log(path: Path, kimg: float) -> list[dict]:
-    """Drop the log's ticks after ``kimg`` (they are redone) and return those kept: for a state without its ticks."""
-    if not path.exists():
-        return []
-    with reading(path, "training log", fix=LOG_FIX):
-        keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["kimg"] <= kimg + 1e-9]
-    path.write_text("".join(k + "\n" for k in keep))
-    return [json.loads(k) for k in keep]
-
-
-def summarize(history: list[dict], spec: TrainSpec, seconds: float, wait: float, step_time: float,
-              nimg: int, micro_batch: int | None = None) -> dict:
-    paired = float(np.mean([h["dist_paired"] for h in history])) if history else math.nan
-    indep = float(np.mean([h["dist_independent"] for h in history])) if history else math.nan
-    group = {"none": None, "knn": None, "immiscible": micro_batch}.get(
-        spec.pairing, spec.block or spec.pool)  # images one assignment pairs (the coupling's N)
-    return dict(
-        pairing=spec.pairing, cond=spec.cond, kimg=nimg / 1000, pools=len(history), pool=spec.pool,
-        seed=spec.seed, block=spec.block, group_size=group, knn_k=spec.knn_k,
-        mean_dist_paired=paired, mean_dist_independent=indep,
-        dist_reduction=(1 - paired / indep) if history else math.nan,
-        solve_seconds_mean=float(np.mean([h["solve_s"] for h in history])) if history else math.nan,
-        wait_fraction=wait / max(step_time + wait, 1e-9), seconds_this_run=seconds,
-        kimg_per_second_this_run=(nimg / 1000) / max(seconds, 1e-9),
-    )
