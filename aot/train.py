@@ -34,6 +34,7 @@ from aot.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoin
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
 from aot.networks import network_ctor
+from aot.presets import ARCH_BACKBONES
 from aot.precond import EDMPrecond
 
 
@@ -52,6 +53,9 @@ class TrainSpec:
     micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
     block: int | None = None  # aot / aot-sq: assign within consecutive blocks of this many pool images; None = pool
     augment_p: float = 0.0  # EDM's non-leaking augmentation probability (CIFAR-10: 0.12); 0 = off
+    fp16: bool = False  # EDM --fp16: the backbone runs in float16 on CUDA (float32 weights, optimizer and EMA)
+    loss_scaling: float = 1.0  # EDM --ls: the loss is multiplied by this before backward (not undone: Adam is
+    #                            invariant to a constant gradient scale up to its eps, as in EDM)
     knn_k: int = 8  # knn: candidate noises per image
     lr: float = 1e-3
     lr_rampup_kimg: float = 10000.0
@@ -76,8 +80,9 @@ class TrainSpec:
         """Names the run directory. Length and logging intervals are left out: the schedules do not depend on
         them, so a finished run can be extended (more kimg) and resumes where it stopped."""
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
-        if d["block"] is None:  # added later: runs without it keep their run directory
-            del d["block"]
+        for key, default in (("block", None), ("fp16", False), ("loss_scaling", 1.0)):
+            if d[key] == default:  # added later: runs without them keep their run directory
+                del d[key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -208,13 +213,23 @@ def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: in
     net_kwargs = network_ctor(spec.arch, img_resolution=resolution, in_channels=channels, out_channels=channels,
                               label_dim=label_dim, augment_dim=augment_dim, **spec.network)
     ctor = {"network": net_kwargs, "label_dim": label_dim, "sigma_data": spec.sigma_data}
+    if ARCH_BACKBONES[spec.arch] != "SongUNet":  # absent = SongUNet (every checkpoint written before ADM)
+        ctor["model_type"] = ARCH_BACKBONES[spec.arch]
+    if spec.fp16:
+        ctor["use_fp16"] = True
     return denoiser_from_ctor(ctor), ctor
 
 
 def denoiser_from_ctor(ctor: dict) -> EDMPrecond:
-    from aot.networks import SongUNet
+    """EDMPrecond(backbone) from a checkpoint's ``ctor``: ``network`` (the backbone's kwargs), ``label_dim``,
+    ``sigma_data``, and optionally ``model_type`` (EDM's class name; default SongUNet) and ``use_fp16``."""
+    from aot.networks import BACKBONES
 
-    return EDMPrecond(SongUNet(**ctor["network"]), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
+    model_type = ctor.get("model_type", "SongUNet")
+    if model_type not in BACKBONES:
+        raise ValueError(f"unknown backbone model_type {model_type!r}; valid choices: {', '.join(BACKBONES)}")
+    return EDMPrecond(BACKBONES[model_type](**ctor["network"]), label_dim=ctor["label_dim"],
+                      sigma_data=ctor["sigma_data"], use_fp16=bool(ctor.get("use_fp16", False)))
 
 
 def load_denoiser(path: str | Path, device="cpu") -> tuple[EDMPrecond, dict]:
@@ -417,7 +432,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                     ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
                     with ctx:
                         loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
-                        loss.sum().mul(1 / per_proc).backward()
+                        loss.sum().mul(spec.loss_scaling / per_proc).backward()
                     tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
                 cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
                 step_time_total += time.perf_counter() - t_step

@@ -195,6 +195,21 @@ def test_adm_gradients_reach_every_parameter():
     assert [k for k, p in net.named_parameters() if p.grad is None or not p.grad.isfinite().all()] == []
 
 
+@pytest.mark.parametrize("arch", ["ddpmpp", "adm"])
+def test_float16_forward_follows_float32(arch):
+    """EDMPrecond(use_fp16) on CUDA feeds the backbone float16 input: every layer casts its float32 weights to it and
+    the noise embedding stays float32. The same forward on the CPU (float16 kernels) is float16 and close."""
+    small = dict(ADM_SMALL, img_resolution=8) if arch == "adm" else dict(SMALL_COMMON, **SMALL["ddpmpp"])
+    net = redraw_parameters(BACKBONES[ARCH_BACKBONES[arch]](**small), 4).eval()
+    x = reference_inputs()
+    with torch.no_grad():
+        full = net(**x)
+        half = net(**dict(x, x=x["x"].half()))
+    assert half.dtype == torch.float16 and full.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    torch.testing.assert_close(half.float(), full, rtol=0, atol=1e-2 * full.abs().max().item())
+
+
 def test_override_lists_match_the_backbone_signatures():
     # config.py validates overrides from presets.BACKBONE_OVERRIDES without importing torch
     assert set(ARCH_BACKBONES.values()) == set(BACKBONES) == set(BACKBONE_OVERRIDES)
