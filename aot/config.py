@@ -198,10 +198,41 @@ def semantic_errors(cfg: dict) -> list[str]:
     if cfg["experiment"] == "tables":
         out.append("experiment: 'tables' is the folder of every experiment's tables (results/tables/); "
                    "pick another name")
-    sub = cfg["dataset"].get("subset")
-    if sub is not None and sub % DATASET_CLASSES:
-        out.append(f"dataset.subset: {sub} is not a multiple of the {DATASET_CLASSES} classes "
+    dataset_errors = _dataset_errors(cfg)
+    out += dataset_errors or _network_errors(cfg)  # the network's size needs a valid dataset shape
+    return out
+
+
+def _dataset_errors(cfg: dict) -> list[str]:
+    d = cfg["dataset"]
+    missing = [k for k in DATASET_REQUIRED_KEYS.get(d["source"], ()) if k not in d]
+    if missing:
+        what = {"path": "the folder or .zip of the images", "resolution": "the image resolution, e.g. 64"}
+        return [f"dataset.{missing[0]}: source {d['source']} needs {what[missing[0]]}; give dataset.{missing[0]}"]
+    out = []
+    classes = dataset_shape(d)["num_classes"]
+    if "cond" in cfg["conditioning"] and classes == 0:
+        out.append("conditioning: cond needs labeled images; set dataset.num_classes to the number of classes "
+                   "(dataset.json labels or class subfolders) or remove cond")
+    sub = d.get("subset")
+    if sub is not None and classes and sub % classes:
+        out.append(f"dataset.subset: {sub} is not a multiple of the {classes} classes "
                    "(the subset takes the same number of images from each class)")
+    return out
+
+
+def _network_errors(cfg: dict) -> list[str]:
+    from aot.presets import ARCH_BACKBONES, BACKBONE_OVERRIDES
+
+    arch = cfg["network"]["arch"]
+    model_type = ARCH_BACKBONES[arch]
+    out = [f"network.overrides.{k}: not an argument of {model_type} (arch {arch}); remove it"
+           for k in cfg["network"].get("overrides", {}) if k not in BACKBONE_OVERRIDES[model_type]]
+    levels = len(network_spec(cfg)["channel_mult"])
+    res = dataset_shape(cfg["dataset"])["resolution"]
+    if res % 2 ** (levels - 1):
+        out.append(f"network: {levels} resolution levels (channel_mult) halve {res}x{res} images "
+                   f"{levels - 1} times; use at most {int(math.log2(res & -res)) + 1} levels")
     return out
 
 
@@ -259,25 +290,37 @@ def check_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict
     return cfg
 
 
-# Image shape and classes of each dataset source (what the networks are built for), known before any data exists.
+# Image shape and classes of each built-in dataset source (what the networks are built for), known before any data
+# exists; an ``images`` source declares them (dataset.resolution, channels, num_classes), see dataset_shape.
 SOURCE_SHAPES = {"digits": dict(channels=1, resolution=8), "cifar10": dict(channels=3, resolution=32),
                  "synthetic": dict(channels=3, resolution=32)}
-DATASET_CLASSES = 10  # every source has 10 classes
+DATASET_CLASSES = 10  # every built-in source has 10 classes
 
 # Keys of ``dataset`` that only some sources read, with their defaults there (CIFAR-10 has an official split).
 DATASET_SOURCE_KEYS = {
     "digits": {"test_fraction": 0.2, "split_seed": 0},
     "synthetic": {"split_seed": 0},
     "cifar10": {"archive": None},
+    "images": {"channels": 3, "num_classes": 0},
 }
+DATASET_REQUIRED_KEYS = {"images": ("path", "resolution")}  # no default: the source cannot be read without them
+_SOURCE_ONLY_KEYS = ("test_fraction", "split_seed", "archive", "path", "resolution", "channels", "num_classes")
+
+
+def dataset_shape(d: dict) -> dict:
+    """``channels``, ``resolution`` and ``num_classes`` that the networks of (checked) dataset config ``d`` are
+    built for, known before any data is read."""
+    if d["source"] == "images":
+        return dict(channels=d["channels"], resolution=d["resolution"], num_classes=d["num_classes"])
+    return dict(SOURCE_SHAPES[d["source"]], num_classes=DATASET_CLASSES)
 
 
 def unused_key_errors(cfg: dict) -> list[str]:
     """Keys a source never reads, given anyway: refused rather than silently ignored (before defaults are filled)."""
     d = cfg.get("dataset", {})
-    used = DATASET_SOURCE_KEYS.get(d.get("source"), {})
+    used = {*DATASET_SOURCE_KEYS.get(d.get("source"), {}), *DATASET_REQUIRED_KEYS.get(d.get("source"), ())}
     out = []
-    for key in ("test_fraction", "split_seed", "archive"):
+    for key in _SOURCE_ONLY_KEYS:
         if key in d and key not in used and not (key == "archive" and d[key] is None):
             why = {"cifar10": "CIFAR-10's official test_batch is the held-out split"}.get(d["source"], "not read")
             out.append(f"dataset.{key}: not used with source {d['source']} ({why}); remove it")
@@ -474,9 +517,8 @@ def describe_config(cfg: dict) -> dict:
     from aot.networks import count_parameters
     from aot.train import TrainSpec, build_denoiser
 
-    shape = SOURCE_SHAPES[cfg["dataset"]["source"]]
-    out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape,
-                                                                  num_classes=DATASET_CLASSES),
+    shape = dataset_shape(cfg["dataset"])
+    out: dict = {"experiment": cfg["experiment"], "dataset": dict(cfg["dataset"], **shape),
                  "models": {}, "guided": {}}
     for model in model_names(cfg):
         arm = cfg["arms"][model.rsplit("-", 1)[0]]
@@ -485,11 +527,11 @@ def describe_config(cfg: dict) -> dict:
             continue
         spec = train_spec(cfg, model)
         with torch.device("meta"):
-            net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": DATASET_CLASSES},
+            net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": shape["num_classes"]},
                                        shape["resolution"], shape["channels"])
         out["models"][model] = {"train_spec": spec, "parameters": count_parameters(net),
-                                "label_dim": ctor["label_dim"], "augment_dim": ctor["network"]["augment_dim"],
-                                "gpus": cfg["train"]["gpus"]}
+                                "backbone": ctor.get("model_type", "SongUNet"), "label_dim": ctor["label_dim"],
+                                "augment_dim": ctor["network"]["augment_dim"], "gpus": cfg["train"]["gpus"]}
     g = cfg["guidance"]
     for guided in guided_names(cfg):
         run_name, cond = guided.rsplit("-", 1)
@@ -508,15 +550,18 @@ def describe_config(cfg: dict) -> dict:
 def format_description(d: dict) -> str:
     """``describe_config`` as the text ``python -m aot show-config`` prints."""
     ds = d["dataset"]
+    classes = f"{ds['num_classes']} classes" if ds["num_classes"] else "unlabeled"
     lines = [f"experiment {d['experiment']}: {ds['source']} ({ds['channels']}x{ds['resolution']}x{ds['resolution']}, "
-             f"{ds['num_classes']} classes" + (f", subset {ds['subset']}" if ds.get("subset") else "") + ")"]
+             f"{classes}" + (f", subset {ds['subset']}" if ds.get("subset") else "") + ")"]
     for model, m in d["models"].items():
         if "import" in m:
             lines.append(f"\nmodel {model}: imported from {m['import']} (pairing {m['pairing']})")
             continue
         s = m["train_spec"]
         lines.append(f"\nmodel {model}: {s['arch']}, {m['parameters']:,} parameters (label_dim {m['label_dim']}, "
-                     f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, pairing {s['pairing']}, "
+                     f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, "
+                     + (f"fp16 (loss scaling {s.get('loss_scaling', 1):g}), " if s.get("fp16") else "")
+                     + f"pairing {s['pairing']}, "
                      f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1)} process(es), "
                      f"{s['kimg'] / 1000:g} Mimg")
         lines.append(f"  python -m aot train --spec '{spec_json(s)}'")
