@@ -362,6 +362,12 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
     # The coupling study's block axis: an arm assigning over groups of 32 pool images resolves here too.
     block = resolve_config([ROOT / f"config/{name}.yaml"], parse_cli_config(["arms={aot32: {pairing: aot, block: 32}}"]))
     assert train_spec(block, f"aot32-{e['cond']}")["block"] == 32
+    # EDM's released network as one more arm, as the config's comment gives it: imported, not trained.
+    line = next(x for x in (ROOT / f"config/{name}.yaml").read_text().splitlines() if "# edmrel: " in x)
+    released = resolve_config([ROOT / f"config/{name}.yaml"], parse_cli_config([f"arms={{{line.split('# ', 1)[1]}}}"]))
+    assert model_names(released, imported=True) == [f"edmrel-{e['cond']}"]
+    url = released["arms"]["edmrel"]["checkpoints"][e["cond"]]
+    assert url.startswith("https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-") and "64x64" in url
 
 
 @pytest.mark.parametrize("mutate, where", [
