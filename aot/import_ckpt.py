@@ -33,8 +33,8 @@ import torch
 
 from aot.checkpoint import save_checkpoint
 from aot.networks import ARCH_PRESETS, BACKBONES, count_parameters
-from aot.presets import ARCH_BACKBONES
 from aot.precond import EDMPrecond
+from aot.presets import ARCH_BACKBONES
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):

@@ -34,8 +34,8 @@ from aot.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoin
 from aot.data import Dataset, to_float
 from aot.loss import edm_loss, sample_sigma
 from aot.networks import network_ctor
-from aot.presets import ARCH_BACKBONES
 from aot.precond import EDMPrecond
+from aot.presets import ARCH_BACKBONES
 
 
 @dataclass

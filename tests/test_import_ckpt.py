@@ -35,8 +35,8 @@ from aot.import_ckpt import (
     read_edm_pickle,
 )
 from aot.networks import BACKBONES, ADMBlock, Conv2d, UNetBlock, count_parameters, network_ctor
-from aot.presets import ARCH_BACKBONES
 from aot.precond import EDMPrecond
+from aot.presets import ARCH_BACKBONES
 from aot.train import load_denoiser
 
 SMALL = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1, 2],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from edm_reference import ADM_SMALL, init_statistics, redraw_parameters, reference_inputs
 
 from aot.networks import (
     ARCH_PRESETS,
@@ -32,7 +33,6 @@ from aot.networks import (
     tunable_args,
 )
 from aot.presets import ARCH_BACKBONES, BACKBONE_OVERRIDES
-from edm_reference import ADM_SMALL, init_statistics, redraw_parameters, reference_inputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
