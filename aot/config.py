@@ -175,6 +175,9 @@ def semantic_errors(cfg: dict) -> list[str]:
     keys = [(g["rho"], g["steps"]) for g in s["grid"]]
     if len(set(keys)) != len(keys):
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
+    for i, g in enumerate(s["grid"]):
+        if "churn" in g and g["churn"]["S_min"] >= g["churn"]["S_max"]:
+            out.append(f"sample.grid.{i}.churn.S_min: {g['churn']['S_min']} must be below S_max {g['churn']['S_max']}")
     e = cfg["evaluate"]
     if e["fd_jackknife"] == 1:
         out.append("evaluate.fd_jackknife: 1 group has no spread; use 0 (off) or at least 2")
@@ -393,9 +396,10 @@ def guided_names(cfg: dict) -> list[str]:
     return [f"{run}-{cond}" for run in g.get("runs", {}) for cond in cfg["conditioning"]]
 
 
-def setting_name(rho: float, steps: int) -> str:
-    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5)."""
-    return f"rho{rho:g}-steps{steps}"
+def setting_name(rho: float, steps: int, churn: dict | None = None) -> str:
+    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5); EDM's stochastic sampler adds its
+    S_churn, e.g. rho7-steps256-churn40 (a grid holds each (rho, steps) once, so the name is unique)."""
+    return f"rho{rho:g}-steps{steps}" + (f"-churn{churn['S_churn']:g}" if churn else "")
 
 
 # ----------------------------------------------------------------------------

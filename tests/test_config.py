@@ -357,10 +357,18 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
         assert s["pool"] % (s["batch"] // m["gpus"]) == 0
     grid = {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]}
     assert (7, 40) in grid and min(steps for _, steps in grid) == 8  # EDM's 40 steps (79 NFE) + the low-NFE grid
+    stochastic = [g for g in cfg["sample"]["grid"] if "churn" in g]
+    if e["cond"] == "cond":  # [README]: ImageNet-64 with stochastic sampling, 256 steps (511 NFE)
+        assert stochastic == [{"rho": 7, "steps": 256,
+                               "churn": {"S_churn": 40, "S_min": 0.05, "S_max": 50, "S_noise": 1.003}}]
+        assert setting_name(7, 256, stochastic[0]["churn"]) == "rho7-steps256-churn40"
+    else:  # [README]: deterministic for FFHQ and AFHQv2
+        assert stochastic == []
     assert cfg["evaluate"]["fid_ref"] == "dataset" and cfg["sample"]["num_images"] == 150_000
     assert not d["guided"]
     # The coupling study's block axis: an arm assigning over groups of 32 pool images resolves here too.
-    block = resolve_config([ROOT / f"config/{name}.yaml"], parse_cli_config(["arms={aot32: {pairing: aot, block: 32}}"]))
+    block = resolve_config([ROOT / f"config/{name}.yaml"],
+                           parse_cli_config(["arms={aot32: {pairing: aot, block: 32}}"]))
     assert train_spec(block, f"aot32-{e['cond']}")["block"] == 32
     # EDM's released network as one more arm, as the config's comment gives it: imported, not trained.
     line = next(x for x in (ROOT / f"config/{name}.yaml").read_text().splitlines() if "# edmrel: " in x)
@@ -384,6 +392,9 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
      "network: 8 resolution levels (channel_mult) halve 64x64 images 7 times; use at most 7 levels"),
     (lambda c: c["train"].update(fp16="yes"), "train.fp16: 'yes' is not of type 'boolean'"),
     (lambda c: c["train"].update(loss_scaling=0), "train.loss_scaling: 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["sample"]["grid"][0]["churn"].update(S_min=60), "sample.grid.0.churn.S_min: 60 must be below S_max"),
+    (lambda c: c["sample"]["grid"][0]["churn"].pop("S_noise"), "sample.grid.0.churn: 'S_noise' is a required property"),
+    (lambda c: c["sample"]["grid"][0]["churn"].update(S_churn=float("nan")), "sample.grid.0.churn.S_churn: nan is not"),
 ])
 def test_images_source_and_adm_network_are_checked(mutate, where):
     cfg = yaml.safe_load((ROOT / "config/imagenet64-cond.yaml").read_text())

@@ -44,7 +44,9 @@ TRAINED = model_names(config, imported=False)  # trained here
 IMPORTED = model_names(
     config, imported=True
 )  # released networks, imported (arms.<arm>.checkpoints)
-SETTINGS = {setting_name(g["rho"], g["steps"]): g for g in config["sample"]["grid"]}
+SETTINGS = {
+    setting_name(g["rho"], g["steps"], g.get("churn")): g for g in config["sample"]["grid"]
+}
 # Discriminator Guidance: one guided model per run and conditioning, sampled at its run's setting.
 GUIDANCE = config["guidance"]
 GUIDED = guided_names(config)
@@ -163,6 +165,17 @@ def import_pairing(wildcards):
 
 def setting(wildcards):
     return ALL_SETTINGS[wildcards.setting]
+
+
+def churn_args(wildcards):
+    """EDM's stochastic sampler flags of a grid setting with `churn`, each word shell-quoted, after a space; nothing
+    for a deterministic setting, so its command is unchanged."""
+    churn = setting(wildcards).get("churn")
+    if not churn:
+        return ""
+    flags = {"S_churn": "--S-churn", "S_min": "--S-min", "S_max": "--S-max", "S_noise": "--S-noise"}
+    words = [w for key, flag in flags.items() for w in (flag, str(churn[key]))]
+    return " " + shlex.join(words)
 
 
 def guided_run(model):
