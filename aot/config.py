@@ -132,9 +132,13 @@ def semantic_errors(cfg: dict) -> list[str]:
     """Rules across keys that the JSON schema cannot express."""
     out = []
     t, s = cfg["train"], cfg["sample"]
-    procs = max(1, t["gpus"])
+    nodes = t.get("nodes", 1)
+    procs = max(1, t["gpus"]) * nodes
+    if nodes > 1 and t["gpus"] < 1:
+        out.append(f"train.nodes: {nodes} nodes train with train.gpus GPUs on each; set train.gpus (e.g. 8)")
     if t["batch"] % procs:
-        out.append(f"train.batch: {t['batch']} is not divisible by train.gpus={procs}")
+        by = f"train.gpus={t['gpus']} x train.nodes={nodes} = {procs} processes" if nodes > 1 else f"train.gpus={procs}"
+        out.append(f"train.batch: {t['batch']} is not divisible by {by}")
     per_proc = t["batch"] // procs
     batch_gpu = t["batch_gpu"] or per_proc
     if per_proc % batch_gpu:
@@ -472,7 +476,7 @@ def train_spec(cfg: dict, model: str) -> dict:
     """The spec handed to ``python -m aot train`` for ``model`` (e.g. 'aot-cond'); its changes trigger a retrain."""
     arm_name, cond = model.rsplit("-", 1)
     arm, t = cfg["arms"][arm_name], cfg["train"]
-    spec = {k: v for k, v in t.items() if k != "gpus"}
+    spec = {k: v for k, v in t.items() if k not in ("gpus", "nodes")}  # the process count is the launcher's
     spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
                 arch=cfg["network"]["arch"], network=network_spec(cfg))
     if "seed" in arm:
@@ -535,7 +539,8 @@ def describe_config(cfg: dict) -> dict:
                                        shape["resolution"], shape["channels"])
         out["models"][model] = {"train_spec": spec, "parameters": count_parameters(net),
                                 "backbone": ctor.get("model_type", "SongUNet"), "label_dim": ctor["label_dim"],
-                                "augment_dim": ctor["network"]["augment_dim"], "gpus": cfg["train"]["gpus"]}
+                                "augment_dim": ctor["network"]["augment_dim"], "gpus": cfg["train"]["gpus"],
+                                "nodes": cfg["train"].get("nodes", 1)}
     g = cfg["guidance"]
     for guided in guided_names(cfg):
         run_name, cond = guided.rsplit("-", 1)
@@ -566,7 +571,8 @@ def format_description(d: dict) -> str:
                      f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, "
                      + (f"fp16 (loss scaling {s.get('loss_scaling', 1):g}), " if s.get("fp16") else "")
                      + f"pairing {s['pairing']}, "
-                     f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1)} process(es), "
+                     f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1) * m['nodes']} process(es), "
+                     + (f"{m['nodes']} nodes x {m['gpus']} GPUs, " if m["nodes"] > 1 else "") +
                      f"{s['kimg'] / 1000:g} Mimg")
         lines.append(f"  python -m aot train --spec '{spec_json(s)}'")
     for guided, g in d["guided"].items():

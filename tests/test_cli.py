@@ -105,6 +105,7 @@ def test_check_config_reports_one_line(tmp_path):
     ("afhqv2-64-uncond", "ddpmpp, 61,805,571 parameters (label_dim 0, augment_dim 9), dropout 0.25, pairing"),
     ("imagenet64-cond", "adm, 295,899,267 parameters (label_dim 1000, augment_dim 0), dropout 0.1, "
                         "fp16 (loss scaling 100), pairing"),
+    ("imagenet64-cond", "pool 8192, batch 4096 on 32 process(es), 4 nodes x 8 GPUs, 2500 Mimg"),
 ])
 def test_show_config_prints_edms_64x64_networks(tmp_path, name, head):
     """EDM's parameter counts for the same constructor arguments (tests/test_networks.py EDM_PARAMS_64), printed

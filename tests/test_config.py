@@ -330,7 +330,7 @@ EDM64 = {
                              ema=500, tick=50, fp16=False, gpus=8),
     "imagenet64-cond": dict(cond="cond", arch="adm", params=295_899_267, cres=[1, 2, 3, 4], dropout=0.10,
                             augment_p=0, augment_dim=0, label_dim=1000, batch=4096, lr=0.0001, kimg=2_500_000,
-                            ema=50_000, tick=200, fp16=True, gpus=8),
+                            ema=50_000, tick=200, fp16=True, gpus=8, nodes=4),  # [README] 4 nodes x 8 A100s
 }
 
 
@@ -352,9 +352,10 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
         assert s["network"]["dropout"] == e["dropout"] and s["augment_p"] == e["augment_p"]
         assert s["batch"] == e["batch"] and s["lr"] == e["lr"] and s["kimg"] == e["kimg"]
         assert s["ema_halflife_kimg"] == e["ema"] and s["tick_kimg"] == e["tick"] and m["gpus"] == e["gpus"]
+        assert m["nodes"] == e.get("nodes", 1) and "nodes" not in s and "gpus" not in s
         assert s.get("fp16", False) is e["fp16"] and s.get("loss_scaling", 1) == (100 if e["fp16"] else 1)
         assert s["pairing"] == ("aot" if model.startswith("aot") else "none")
-        assert s["pool"] % (s["batch"] // m["gpus"]) == 0
+        assert s["pool"] % (s["batch"] // (m["gpus"] * m["nodes"])) == 0
     grid = {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]}
     assert (7, 40) in grid and min(steps for _, steps in grid) == 8  # EDM's 40 steps (79 NFE) + the low-NFE grid
     stochastic = [g for g in cfg["sample"]["grid"] if "churn" in g]
@@ -393,6 +394,9 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
     (lambda c: c["train"].update(fp16="yes"), "train.fp16: 'yes' is not of type 'boolean'"),
     (lambda c: c["train"].update(loss_scaling=0), "train.loss_scaling: 0 is less than or equal to the minimum of 0"),
     (lambda c: c["sample"]["grid"][0]["churn"].update(S_min=60), "sample.grid.0.churn.S_min: 60 must be below S_max"),
+    (lambda c: c["train"].update(gpus=0, device="cpu"), "train.nodes: 4 nodes train with train.gpus GPUs on each"),
+    (lambda c: c["train"].update(nodes=3), "train.batch: 4096 is not divisible by train.gpus=8 x train.nodes=3 = 24"),
+    (lambda c: c["train"].update(nodes=0), "train.nodes: 0 is less than the minimum of 1"),
     (lambda c: c["sample"]["grid"][0]["churn"].pop("S_noise"), "sample.grid.0.churn: 'S_noise' is a required property"),
     (lambda c: c["sample"]["grid"][0]["churn"].update(S_churn=float("nan")), "sample.grid.0.churn.S_churn: nan is not"),
 ])

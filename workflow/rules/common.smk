@@ -141,9 +141,34 @@ def inception_input():
 INCEPTION_RESOURCE = "resources/inception-2015-12-05.pt"
 
 
+NODES = config["train"].get("nodes", 1)
+
+
+def train_resources():
+    """SLURM resources of a training job. One node: its GPUs (`gpu`, sbatch --gpus). Several (train.nodes): one task
+    per node (`tasks`, and `mpi` so that the job's shell runs once, in the batch step, and starts its own srun) with
+    train.gpus GPUs on each (gres gpu:G, per node)."""
+    gpus = config["train"]["gpus"]
+    if NODES == 1:
+        return dict(gpu=gpus, nodes=1)
+    return dict(nodes=NODES, tasks=NODES, mpi="srun", gres=f"gpu:{gpus}")
+
+
 def launcher(wildcards, resources):
-    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted. A list of words, so
-    that {params.launch:q} quotes each on its own."""
+    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted; on several nodes, srun
+    with one task per node, each a torchrun (workflow/scripts/torchrun-nodes) joined by a c10d rendezvous. A list
+    of words, so that {params.launch:q} quotes each on its own."""
+    if NODES > 1:
+        return [
+            "srun",
+            f"--nodes={NODES}",
+            f"--ntasks={NODES}",
+            "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1",
+            str(Path(workflow.basedir) / "workflow/scripts/torchrun-nodes"),
+            str(NODES),
+            str(config["train"]["gpus"]),
+        ]
     if resources.gpu > 1:
         return [
             "torchrun",
@@ -175,7 +200,7 @@ def churn_args(wildcards):
         return ""
     flags = {"S_churn": "--S-churn", "S_min": "--S-min", "S_max": "--S-max", "S_noise": "--S-noise"}
     words = [w for key, flag in flags.items() for w in (flag, str(churn[key]))]
-    return " " + shlex.join(words)
+    return f" {shlex.join(words)}"
 
 
 def guided_run(model):
