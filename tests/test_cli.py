@@ -96,6 +96,24 @@ def test_check_config_reports_one_line(tmp_path):
                                 "128 (each pool is consumed by whole optimizer steps)")
 
 
+@pytest.mark.parametrize("name, head", [
+    ("ffhq64-uncond", "ddpmpp, 61,805,571 parameters (label_dim 0, augment_dim 9), dropout 0.05, pairing"),
+    ("afhqv2-64-uncond", "ddpmpp, 61,805,571 parameters (label_dim 0, augment_dim 9), dropout 0.25, pairing"),
+    ("imagenet64-cond", "adm, 295,899,267 parameters (label_dim 1000, augment_dim 0), dropout 0.1, "
+                        "fp16 (loss scaling 100), pairing"),
+    ("imagenet64-cond", "pool 8192, batch 4096 on 32 process(es), 4 nodes x 8 GPUs, 2500 Mimg"),
+])
+def test_show_config_prints_edms_64x64_networks(tmp_path, name, head):
+    """EDM's parameter counts for the same constructor arguments (tests/test_networks.py EDM_PARAMS_64), printed
+    before any image exists (the images are not read: the config declares their shape)."""
+    r = aot("show-config", "--configfile", str(ROOT / f"config/{name}.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith(f"experiment {name}: images (3x64x64, ")
+    heads = [line for line in r.stdout.splitlines() if line.startswith("model ")]
+    assert len(heads) == 2 and all(head in h for h in heads), heads
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_show_config_prints_the_paper_networks(tmp_path):
     r = aot("show-config", "--configfile", str(ROOT / "config/cifar10-cond.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -486,3 +486,105 @@ def test_precision_reaches_the_train_spec_only_when_not_fp32():
     digests = {p: TrainSpec.from_dict(s).digest() for p, s in specs.items()}
     assert len(set(digests.values())) == 3
     assert digests["fp32"] == TrainSpec.from_dict({**specs["fp32"], "precision": "fp32"}).digest()
+
+
+# EDM's 64x64 recipes: NVlabs/edm README's training table rows (the configs cite them value by value) and EDM's own
+# parameter counts for the same constructor arguments (tests/test_networks.py EDM_PARAMS_64 says how they were
+# counted: NVlabs/edm 008a4e5's EDMPrecond on the meta device). ImageNet: --augment=0, so augment_dim 0.
+EDM64 = {
+    "ffhq64-uncond": dict(cond="uncond", arch="ddpmpp", params=61_805_571, cres=[1, 2, 2, 2], dropout=0.05,
+                          augment_p=0.15, augment_dim=9, label_dim=0, batch=256, lr=0.0002, kimg=200_000,
+                          ema=500, tick=50, fp16=False, gpus=8),
+    "afhqv2-64-uncond": dict(cond="uncond", arch="ddpmpp", params=61_805_571, cres=[1, 2, 2, 2], dropout=0.25,
+                             augment_p=0.15, augment_dim=9, label_dim=0, batch=256, lr=0.0002, kimg=200_000,
+                             ema=500, tick=50, fp16=False, gpus=8),
+    "imagenet64-cond": dict(cond="cond", arch="adm", params=295_899_267, cres=[1, 2, 3, 4], dropout=0.10,
+                            augment_p=0, augment_dim=0, label_dim=1000, batch=4096, lr=0.0001, kimg=2_500_000,
+                            ema=50_000, tick=200, fp16=True, gpus=8, nodes=4),  # [README] 4 nodes x 8 A100s
+}
+
+
+@pytest.mark.parametrize("name", list(EDM64))
+def test_64x64_configs_resolve_to_edms_recipes(name):
+    from aot.config.resolve import train_spec
+
+    e = EDM64[name]
+    cfg = resolve_config([ROOT / f"config/{name}.yaml"])
+    d = describe_config(cfg)
+    assert d["dataset"]["source"] == "images" and d["dataset"]["resolution"] == 64 and d["dataset"]["channels"] == 3
+    assert set(d["models"]) == {f"edm-{e['cond']}", f"aot-{e['cond']}"}
+    for model, m in d["models"].items():
+        s = m["train_spec"]
+        assert m["parameters"] == e["params"], model
+        assert m["backbone"] == ("DhariwalUNet" if e["arch"] == "adm" else "SongUNet")
+        assert m["label_dim"] == e["label_dim"] and m["augment_dim"] == e["augment_dim"]
+        assert s["arch"] == e["arch"] and s["network"]["channel_mult"] == e["cres"]
+        assert s["network"]["dropout"] == e["dropout"] and s["augment_p"] == e["augment_p"]
+        assert s["batch"] == e["batch"] and s["lr"] == e["lr"] and s["kimg"] == e["kimg"]
+        assert s["ema_halflife_kimg"] == e["ema"] and s["tick_kimg"] == e["tick"] and m["gpus"] == e["gpus"]
+        assert m["nodes"] == e.get("nodes", 1) and "nodes" not in s and "gpus" not in s
+        assert s.get("fp16", False) is e["fp16"] and s.get("loss_scaling", 1) == (100 if e["fp16"] else 1)
+        assert s["pairing"] == ("aot" if model.startswith("aot") else "none")
+        assert s["pool"] % (s["batch"] // (m["gpus"] * m["nodes"])) == 0
+    grid = {(g["rho"], g["steps"]) for g in cfg["sample"]["grid"]}
+    assert (7, 40) in grid and min(steps for _, steps in grid) == 8  # EDM's 40 steps (79 NFE) + the low-NFE grid
+    stochastic = [g for g in cfg["sample"]["grid"] if "churn" in g]
+    if e["cond"] == "cond":  # [README]: ImageNet-64 with stochastic sampling, 256 steps (511 NFE)
+        assert stochastic == [{"rho": 7, "steps": 256,
+                               "churn": {"S_churn": 40, "S_min": 0.05, "S_max": 50, "S_noise": 1.003}}]
+        assert setting_name(7, 256, stochastic[0]["churn"]) == "rho7-steps256-churn40"
+    else:  # [README]: deterministic for FFHQ and AFHQv2
+        assert stochastic == []
+    assert cfg["evaluate"]["fid_ref"] == "dataset" and cfg["sample"]["num_images"] == 150_000
+    assert not d["guided"]
+    # The coupling study's block axis: an arm assigning over groups of 32 pool images resolves here too.
+    block = resolve_config([ROOT / f"config/{name}.yaml"],
+                           parse_cli_config(["arms={aot32: {pairing: aot, block: 32}}"]))
+    assert train_spec(block, f"aot32-{e['cond']}")["block"] == 32
+    # EDM's released network as one more arm, as the config's comment gives it: imported, not trained.
+    line = next(x for x in (ROOT / f"config/{name}.yaml").read_text().splitlines() if "# edmrel: " in x)
+    released = resolve_config([ROOT / f"config/{name}.yaml"], parse_cli_config([f"arms={{{line.split('# ', 1)[1]}}}"]))
+    assert model_names(released, imported=True) == [f"edmrel-{e['cond']}"]
+    url = released["arms"]["edmrel"]["checkpoints"][e["cond"]]
+    assert url.startswith("https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-") and "64x64" in url
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda c: c["dataset"].pop("path"), "dataset.path: source images needs the folder or .zip of the images"),
+    (lambda c: c["dataset"].pop("resolution"), "dataset.resolution: source images needs the image resolution"),
+    (lambda c: c["dataset"].update(resolution=48), "dataset.resolution: 48 is not one of [4, 8, 16"),
+    (lambda c: c["dataset"].update(num_classes=0), "conditioning: cond needs labeled images; set dataset.num_classes"),
+    (lambda c: c["dataset"].update(source="cifar10"), "dataset.path: not used with source cifar10"),
+    (lambda c: c["dataset"].update(archive="x.tar.gz"), "dataset.archive: not used with source images"),
+    (lambda c: c["dataset"].update(subset=1500), "dataset.subset: 1500 is not a multiple of the 1000 classes"),
+    (lambda c: c["network"]["overrides"].update(encoder_type="residual"),
+     "network.overrides.encoder_type: not an argument of DhariwalUNet (arch adm); remove it"),
+    (lambda c: c["network"]["overrides"].update(channel_mult=[1, 2, 2, 2, 2, 2, 2, 2]),
+     "network: 8 resolution levels (channel_mult) halve 64x64 images 7 times; use at most 7 levels"),
+    (lambda c: c["train"].update(fp16="yes"), "train.fp16: 'yes' is not of type 'boolean'"),
+    (lambda c: c["train"].update(loss_scaling=0), "train.loss_scaling: 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["sample"]["grid"][0]["churn"].update(S_min=60), "sample.grid.0.churn.S_min: 60 must be below S_max"),
+    (lambda c: c["train"].update(gpus=0, device="cpu"), "train.nodes: 4 nodes train with train.gpus GPUs on each"),
+    (lambda c: c["train"].update(nodes=3), "train.batch: 4096 is not divisible by train.gpus=8 x train.nodes=3 = 24"),
+    (lambda c: c["train"].update(nodes=0), "train.nodes: 0 is less than the minimum of 1"),
+    (lambda c: c["sample"]["grid"][0]["churn"].pop("S_noise"), "sample.grid.0.churn: 'S_noise' is a required property"),
+    (lambda c: c["sample"]["grid"][0]["churn"].update(S_churn=float("nan")), "sample.grid.0.churn.S_churn: nan is not"),
+])
+def test_images_source_and_adm_network_are_checked(mutate, where):
+    cfg = yaml.safe_load((ROOT / "config/imagenet64-cond.yaml").read_text())
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert str(e.value).startswith("config error: ") and where in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fp16_reaches_the_spec_only_when_given():
+    """Every earlier config's train spec (and so its printed command and run directory) is unchanged."""
+    from aot.config.resolve import train_spec
+
+    for name in ("config.yaml", "cifar10-uncond.yaml", "ffhq64-uncond.yaml"):
+        cfg = resolve_config([ROOT / "config" / name])
+        for m in model_names(cfg):
+            assert not {"fp16", "loss_scaling"} & set(train_spec(cfg, m)), (name, m)
+    cfg = resolve_config([ROOT / "config/imagenet64-cond.yaml"])
+    assert {k: train_spec(cfg, "aot-cond")[k] for k in ("fp16", "loss_scaling")} == {"fp16": True, "loss_scaling": 100}

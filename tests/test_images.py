@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import copy_workflow
 from PIL import Image
-from wfcopy import copy_workflow
 
 from aot.config.checks import check_config
 from aot.config.experiment import GENERATED_SOURCES

@@ -1,4 +1,4 @@
-"""aot.models.released: EDM network pickles are read as data, mapped onto EDMPrecond(SongUNet), never executed.
+"""aot.models.released: EDM network pickles are read as data, mapped onto EDMPrecond(SongUNet | DhariwalUNet), never executed.
 
 No EDM code or real EDM pickle ships here, so the tests build pickles with the structure EDM's
 ``torch_utils/persistence.py`` (NVlabs/edm 008a4e5, ``_version = 6``) produces: each persistent object
@@ -26,8 +26,9 @@ import pytest
 import torch
 
 from aot.models.denoiser import load_denoiser
-from aot.models.networks import Conv2d, SongUNet, UNetBlock, count_parameters, network_ctor
+from aot.models.networks import BACKBONES, ADMBlock, Conv2d, UNetBlock, count_parameters, network_ctor
 from aot.models.precond import EDMPrecond
+from aot.models.presets import ARCH_BACKBONES
 from aot.models.released import (
     ALLOWED_GLOBALS,
     CheckpointFormatError,
@@ -39,10 +40,17 @@ from aot.models.released import (
 
 SMALL = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1, 2],
              num_blocks=1, attn_resolutions=[4], dropout=0.13)
-CASES = {  # name: (arch, label_dim, augment_dim)
-    "ddpmpp-uncond": ("ddpmpp", 0, 0),
-    "ddpmpp-cond-aug": ("ddpmpp", 10, 9),
-    "ncsnpp-cond": ("ncsnpp", 10, 0),  # Fourier embedding (freqs buffer), residual encoder, [1,3,3,1] filter
+# The released 64x64 networks in small: FFHQ / AFHQv2 (DDPM++ with four levels, cres 1,2,2,2, augmentation labels,
+# unconditional) and ImageNet (ADM, class labels, use_fp16; 64 and 128 channels give 1 and 2 attention heads and
+# the parameter-free resampling skips of ADM's up/down blocks).
+FFHQ_LIKE = dict(img_resolution=16, channel_mult=[1, 2, 2, 2])
+IMAGENET_LIKE = dict(model_channels=64, attn_resolutions=[8, 4], dropout=0.1)
+CASES = {  # name: (arch, label_dim, augment_dim, overrides of SMALL)
+    "ddpmpp-uncond": ("ddpmpp", 0, 0, {}),
+    "ddpmpp-cond-aug": ("ddpmpp", 10, 9, {}),
+    "ncsnpp-cond": ("ncsnpp", 10, 0, {}),  # Fourier embedding (freqs buffer), residual encoder, [1,3,3,1] filter
+    "ffhq64-like": ("ddpmpp", 0, 9, FFHQ_LIKE),
+    "imagenet64-like": ("adm", 10, 0, IMAGENET_LIKE),
 }
 
 
@@ -116,6 +124,10 @@ def _edm_tree(module, src: str, init_kwargs=None):
         state.update(skip_scale=np.sqrt(0.5), num_heads=1)
         init_attn = dict(init_mode="xavier_uniform", init_weight=np.sqrt(0.2))
         kwargs = dict(skip_scale=np.sqrt(0.5), init_attn=init_attn)
+    if isinstance(module, ADMBlock):  # EDM's UNetBlock as DhariwalUNet builds it
+        state.update(skip_scale=1, adaptive_scale=True, emb_channels=module.affine.in_features)
+        init = dict(init_mode="kaiming_uniform", init_weight=np.sqrt(1 / 3), init_bias=np.sqrt(1 / 3))
+        kwargs = dict(channels_per_head=64, init=init, init_zero=dict(init_mode="kaiming_uniform", init_weight=0))
     state.update(_init_args=(), _init_kwargs=kwargs)
     return Persistent(type(module).__name__, state, src)
 
@@ -125,14 +137,15 @@ def _edm_precond(net: EDMPrecond, network: dict, src: str, record_backbone=True)
     interface = ("img_resolution", "in_channels", "out_channels", "label_dim")
     model_kwargs = {k: v for k, v in network.items() if k not in interface}
     pre_kwargs = dict(img_resolution=network["img_resolution"], img_channels=network["in_channels"],
-                      label_dim=network["label_dim"], use_fp16=False, model_type="SongUNet", **model_kwargs)
+                      label_dim=network["label_dim"], use_fp16=net.use_fp16, model_type=type(net.model).__name__,
+                      **model_kwargs)
     backbone = _edm_tree(net.model, src, dict(network))
     if not record_backbone:  # self._record_init_args = False
         backbone.meta["state"].update(_init_args=None, _init_kwargs=None)
     state = net.__getstate__()
     state["_modules"] = OrderedDict(model=backbone)
     state.update(img_resolution=network["img_resolution"], img_channels=network["in_channels"],
-                 use_fp16=False, sigma_min=0, sigma_max=float("inf"), _init_args=(), _init_kwargs=pre_kwargs)
+                 use_fp16=net.use_fp16, sigma_min=0, sigma_max=float("inf"), _init_args=(), _init_kwargs=pre_kwargs)
     return Persistent("EDMPrecond", state, src)
 
 
@@ -150,11 +163,13 @@ def edm_pickle(ema, src: str, *, protocol: int = 4, easydict: bool = False, **to
         return pickle.dumps(data, protocol=protocol)
 
 
-def make_net(arch: str, label_dim: int, augment_dim: int, seed: int = 0) -> tuple[EDMPrecond, dict]:
-    """A small denoiser with O(1) random weights (EDM's init makes outputs ~1e-5, too weak to compare)."""
-    network = network_ctor(arch, label_dim=label_dim, augment_dim=augment_dim,
-                           **{k: v for k, v in SMALL.items()})
-    net = EDMPrecond(SongUNet(**network), label_dim=label_dim, sigma_data=0.5).eval()
+def make_net(arch: str, label_dim: int, augment_dim: int, seed: int = 0, **overrides) -> tuple[EDMPrecond, dict]:
+    """A small denoiser with O(1) random weights (EDM's init makes outputs ~1e-5, too weak to compare); ADM ones
+    with use_fp16, as EDM's ImageNet-64 network."""
+    network = network_ctor(arch, label_dim=label_dim, augment_dim=augment_dim, **{**SMALL, **overrides})
+    model_type = ARCH_BACKBONES[arch]
+    net = EDMPrecond(BACKBONES[model_type](**network), label_dim=label_dim, sigma_data=0.5,
+                     use_fp16=model_type == "DhariwalUNet").eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for t in net.state_dict().values():
@@ -178,8 +193,8 @@ def write(tmp_path):
 
 @pytest.mark.parametrize("case", CASES)
 def test_import_round_trip(case, tmp_path, write):
-    arch, label_dim, augment_dim = CASES[case]
-    net, network = make_net(arch, label_dim, augment_dim)
+    arch, label_dim, augment_dim, overrides = CASES[case]
+    net, network = make_net(arch, label_dim, augment_dim, **overrides)
     marker = tmp_path / "pwned"
     src = write(edm_pickle(_edm_precond(net, network, _marker_src(marker)), _marker_src(marker),
                            easydict=label_dim > 0))
@@ -190,9 +205,10 @@ def test_import_round_trip(case, tmp_path, write):
     assert list(info["state_dict"]) == list(ref)  # same names, same order as state_dict()
     for name, t in ref.items():
         assert info["state_dict"][name].dtype == t.dtype and torch.equal(info["state_dict"][name], t), name
-    assert info["class_name"] == "EDMPrecond" and info["model_class_name"] == "SongUNet"
+    model_type = ARCH_BACKBONES[arch]
+    assert info["class_name"] == "EDMPrecond" and info["model_class_name"] == model_type
     assert info["persistence_version"] == 6
-    assert info["init_kwargs"]["model_type"] == "SongUNet" and info["init_kwargs"]["label_dim"] == label_dim
+    assert info["init_kwargs"]["model_type"] == model_type and info["init_kwargs"]["label_dim"] == label_dim
     assert info["init_kwargs"]["sigma_max"] == math.inf and info["model_init_kwargs"] == network
     if arch == "ncsnpp":
         assert torch.equal(info["state_dict"]["model.map_noise.freqs"], net.model.map_noise.freqs)
@@ -204,12 +220,19 @@ def test_import_round_trip(case, tmp_path, write):
     assert torch.equal(torch.rand(3), expected_rand)  # importing leaves the caller's RNG alone
     assert summary["arch"] == arch and summary["label_dim"] == label_dim
     assert summary["augment_dim"] == augment_dim and summary["param_count"] == count_parameters(net)
+    assert summary["use_fp16"] is (arch == "adm") and summary["img_resolution"] == network["img_resolution"]
 
     loaded, ckpt = load_denoiser(tmp_path / "net.pt")
-    assert ckpt["ctor"] == {"network": network, "label_dim": label_dim, "sigma_data": 0.5}
+    adm = {"model_type": "DhariwalUNet", "use_fp16": True} if arch == "adm" else {}  # SongUNet: the ctor as ever
+    assert ckpt["ctor"] == {"network": network, "label_dim": label_dim, "sigma_data": 0.5, **adm}
+    assert type(loaded.model) is type(net.model) and loaded.use_fp16 is net.use_fp16
+    if arch == "adm":
+        heads = sorted({m.num_heads for m in loaded.modules() if isinstance(m, ADMBlock)})
+        assert heads == [0, 1, 2]
     assert ckpt["config"]["pairing"] == "none" and ckpt["config"]["cond"] == (label_dim > 0)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(4, 3, 8, 8, generator=g)
+    res = network["img_resolution"]
+    x = torch.randn(4, 3, res, res, generator=g)
     sigma = torch.tensor([0.01, 0.5, 3.0, 80.0])
     labels = torch.arange(4) % 10 if label_dim else None
     aug = torch.randn(4, augment_dim, generator=g) if augment_dim else None
@@ -249,6 +272,10 @@ def test_refuses_other_preconditioners_and_mismatched_weights(tmp_path, write):
     wrong = _edm_precond(net, dict(network, model_channels=16), "pass\n")
     with pytest.raises(CheckpointFormatError, match="do not fit"):
         import_edm_checkpoint(write(edm_pickle(wrong, "pass\n"), "wrong.pkl"), tmp_path / "wrong.pt")
+    other = _edm_precond(net, network, "pass\n")
+    other.meta["state"]["_modules"]["model"].meta["class_name"] = "UNet2DModel"
+    with pytest.raises(ValueError, match="only SongUNet and DhariwalUNet backbones .* found UNet2DModel"):
+        import_edm_checkpoint(write(edm_pickle(other, "pass\n"), "other.pkl"), tmp_path / "other.pt")
     with pytest.raises(CheckpointFormatError, match="no network 'nope'"):
         read_edm_pickle(write(edm_pickle(vp, "pass\n"), "vp.pkl"), key="nope")
     assert not (tmp_path / "vp.pt").exists() and not (tmp_path / "wrong.pt").exists()
@@ -257,6 +284,7 @@ def test_refuses_other_preconditioners_and_mismatched_weights(tmp_path, write):
 def test_guess_arch():
     for arch in ("ddpmpp", "ncsnpp"):
         assert guess_arch(network_ctor(arch, img_resolution=32, in_channels=3, out_channels=3)) == arch
+    assert guess_arch(network_ctor("adm", img_resolution=64, in_channels=3, out_channels=3), "DhariwalUNet") == "adm"
     assert guess_arch(network_ctor("ddpmpp", img_resolution=32, in_channels=3, out_channels=3,
                                    encoder_type="skip")) == "custom"
 
@@ -386,14 +414,16 @@ import copy, pickle, sys, torch
 sys.path.insert(0, sys.argv[1])
 import dnnlib
 torch.manual_seed(0)
-arch = dict(ddpmpp=dict(embedding_type='positional', encoder_type='standard', channel_mult_noise=1,
+song = dict(model_type='SongUNet', decoder_type='standard', model_channels=8, attn_resolutions=[4], dropout=0.13)
+arch = dict(ddpmpp=dict(song, embedding_type='positional', encoder_type='standard', channel_mult_noise=1,
                         resample_filter=[1, 1]),
-            ncsnpp=dict(embedding_type='fourier', encoder_type='residual', channel_mult_noise=2,
-                        resample_filter=[1, 3, 3, 1]))[sys.argv[3]]
+            ncsnpp=dict(song, embedding_type='fourier', encoder_type='residual', channel_mult_noise=2,
+                        resample_filter=[1, 3, 3, 1]),
+            # ImageNet-64's network in small (train.py --arch=adm --fp16=1): 1 and 2 attention heads
+            adm=dict(model_type='DhariwalUNet', use_fp16=True, model_channels=64, attn_resolutions=[8, 4],
+                     dropout=0.1))[sys.argv[3]]
 net = dnnlib.util.construct_class_by_name(class_name='training.networks.EDMPrecond', img_resolution=8,
-    img_channels=3, label_dim=10, use_fp16=False, model_type='SongUNet', decoder_type='standard',
-    model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.13, augment_dim=9,
-    **arch)
+    img_channels=3, label_dim=10, channel_mult=[1, 2], num_blocks=1, augment_dim=9, **arch)
 with torch.no_grad():
     for p in net.parameters():
         p.copy_(torch.randn_like(p) * 0.3)
@@ -412,13 +442,14 @@ torch.save(dict(x=x, sigma=sigma, y=y, aug=aug, out=out), sys.argv[2] + '.pt')
 
 
 @pytest.mark.skipif(not os.environ.get("AOT_EDM_REPO"), reason="set AOT_EDM_REPO to a NVlabs/edm checkout")
-@pytest.mark.parametrize("arch", ["ddpmpp", "ncsnpp"])
+@pytest.mark.parametrize("arch", ["ddpmpp", "ncsnpp", "adm"])
 def test_pickle_written_by_edm_code(arch, tmp_path):
     stem = tmp_path / arch
     edm = os.environ["AOT_EDM_REPO"]
     subprocess.run([sys.executable, "-c", EDM_WRITER, edm, str(stem), arch], check=True)
     summary = import_edm_checkpoint(Path(f"{stem}.pkl"), tmp_path / "net.pt")
     assert summary["arch"] == arch and summary["label_dim"] == 10 and summary["augment_dim"] == 9
+    assert summary["use_fp16"] is (arch == "adm")  # float32 on this CPU either way, as in EDM
     ref = torch.load(f"{stem}.pt", weights_only=True)
     net, _ = load_denoiser(tmp_path / "net.pt")
     with torch.no_grad():
@@ -476,3 +507,25 @@ def test_hostile_pickles_give_one_line_naming_the_file(case, tmp_path, write, ca
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(src) in lines[0], lines
     assert "weights_only" not in lines[0] and "found None" not in lines[0], lines[0]
     assert not out.exists() and not marker.exists()
+
+
+def test_released_adm_network_imports_and_samples_on_our_grid(tmp_path, write):
+    """`python -m aot import-checkpoint`, then `python -m aot sample` at one (rho, steps) setting, as the workflow's
+    import_checkpoint and sample rules run them, for a pickle shaped like EDM's ImageNet-64 release (ADM, fp16,
+    class labels; the FFHQ/AFHQv2 DDPM++ shape is covered by test_import_round_trip)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name, (arch, label_dim, augment_dim, overrides) in (("imagenet", CASES["imagenet64-like"]),):
+        net, network = make_net(arch, label_dim, augment_dim, **overrides)
+        src = write(edm_pickle(_edm_precond(net, network, "pass\n"), "pass\n"), f"{name}.pkl")
+        for cmd in (["import-checkpoint", "--src", str(src), "--pairing", "none", "--out", f"{name}.pt"],
+                    ["sample", "--ckpt", f"{name}.pt", "--rho", "7", "--steps", "4", "--seeds", "0-3",
+                     "--out", f"{name}.npz", "--no-progress"]):
+            r = subprocess.run([sys.executable, "-m", "aot", *cmd], cwd=tmp_path, env=env, capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+        res = network["img_resolution"]
+        with np.load(tmp_path / f"{name}.npz") as f:
+            assert f["images"].shape == (4, 3, res, res) and f["images"].dtype == np.uint8
+            assert f["images"].std() > 0  # not a constant image
+            labels = f["labels"]
+        assert ((0 <= labels) & (labels < 10)).all() if label_dim else (labels == -1).all()

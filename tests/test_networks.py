@@ -1,4 +1,4 @@
-"""SongUNet (aot.models.networks) against NVlabs/edm's SongUNet: sizes, state_dict layout, init and forward pass.
+"""SongUNet and DhariwalUNet (aot.models.networks) against NVlabs/edm's: sizes, state_dict layout, init and forward pass.
 
 The reference data in tests/fixtures/edm_* was produced outside this repository by instantiating EDM's own
 ``training/networks.py`` (NVlabs/edm commit 008a4e5316c8e3bfe61a62f874bddba254295afb, PyTorch 2.14.1, CPU):
@@ -8,6 +8,9 @@ The reference data in tests/fixtures/edm_* was produced outside this repository 
     torch.manual_seed(1) construction, with every parameter then redrawn at O(1) scale (EDM's own init makes
     the output ~1e-5, which would make the comparison vacuous), EDM's eval-mode outputs on fixed inputs with
     and without augment labels, and EDM's per-parameter init statistics [mean, std, numel] before redrawing.
+  * edm_adm_imagenet_keys.json and edm_small_adm.pt (DhariwalUNet): written by
+    ``python tools/edm_fixtures.py --edm <NVlabs/edm checkout at 008a4e5>`` (PyTorch 2.14.1, CPU); the small
+    network's weights and inputs are drawn from seeds by tests/edm_reference.py, so only EDM's outputs are stored.
 """
 
 import json
@@ -16,15 +19,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from edm_reference import ADM_SMALL, init_statistics, redraw_parameters, reference_inputs
 
 from aot.models.networks import (
     ARCH_PRESETS,
+    BACKBONES,
+    DhariwalUNet,
     SongUNet,
     count_parameters,
     group_norm_groups,
     make_network,
     network_ctor,
+    tunable_args,
 )
+from aot.models.presets import ARCH_BACKBONES, BACKBONE_OVERRIDES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,6 +45,22 @@ EDM_PARAMS = {
     ("ddpmpp", 10): 55_735_299,
     ("ncsnpp", 0): 56_397_827,
     ("ncsnpp", 10): 56_400_643,
+}
+
+# EDM parameter counts at 64x64, counted by instantiating NVlabs/edm 008a4e5's own classes on the meta device
+# (PyTorch 2.14.1), e.g. for ImageNet-64:
+#   cd <edm checkout> && python -c "import torch; from training.networks import EDMPrecond
+#   with torch.device('meta'): n = EDMPrecond(64, 3, label_dim=1000, use_fp16=True, model_type='DhariwalUNet',
+#       model_channels=192, channel_mult=[1,2,3,4], dropout=0.10)
+#   print(sum(p.numel() for p in n.parameters()))"                                               -> 295,899,267
+# FFHQ / AFHQv2-64 are train.py --arch=ddpmpp|ncsnpp --cres=1,2,2,2 --augment=0.15 (so augment_dim=9), label_dim 0:
+# EDMPrecond(64, 3, model_type='SongUNet', <the arch's kwargs>, channel_mult=[1,2,2,2], augment_dim=9).
+EDM_PARAMS_64 = {  # (arch, label_dim, augment_dim): count
+    ("adm", 1000, 0): 295_899_267,  # edm-imagenet-64x64-cond-adm (README: --arch=adm --augment=0)
+    ("adm", 1000, 9): 295_900_995,
+    ("adm", 0, 0): 295_131_267,
+    ("ddpmpp", 0, 9): 61_805_571,  # edm-{ffhq,afhqv2}-64x64-uncond-vp
+    ("ncsnpp", 0, 9): 62_761_091,  # edm-{ffhq,afhqv2}-64x64-uncond-ve
 }
 
 # Configurations of the edm_small_*.pt fixtures (8x8 down to 2x2; GroupNorm with 1, 2, 3 and 4 groups).
@@ -97,6 +121,107 @@ def test_parameter_count_matches_edm(arch, label_dim):
     n = count_parameters(net)
     print(f"{arch} label_dim={label_dim}: ours {n:,}  EDM {EDM_PARAMS[arch, label_dim]:,}")
     assert n == EDM_PARAMS[arch, label_dim]
+
+
+@pytest.mark.parametrize("arch,label_dim,augment_dim", list(EDM_PARAMS_64))
+def test_parameter_count_at_64x64_matches_edm(arch, label_dim, augment_dim):
+    cres = {} if arch == "adm" else dict(channel_mult=[1, 2, 2, 2])  # ADM's preset is already EDM's [1,2,3,4]
+    with torch.device("meta"):  # shapes only: ADM has 296M parameters
+        net = make_network(arch, img_resolution=64, in_channels=3, out_channels=3, label_dim=label_dim,
+                           augment_dim=augment_dim, **cres)
+    assert type(net) is (DhariwalUNet if arch == "adm" else SongUNet)
+    assert count_parameters(net) == EDM_PARAMS_64[arch, label_dim, augment_dim]
+
+
+def test_adm_state_dict_keys_and_shapes_match_edm():
+    ref = json.loads((FIXTURES / "edm_adm_imagenet_keys.json").read_text())
+    with torch.device("meta"):
+        net = make_network("adm", img_resolution=64, in_channels=3, out_channels=3, label_dim=1000, augment_dim=9)
+    ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert sorted(set(ours) ^ set(ref["keys"])) == []
+    assert ours == ref["keys"]
+    assert count_parameters(net) == ref["parameters"] == EDM_PARAMS_64["adm", 1000, 9]
+
+
+def test_adm_forward_matches_edm():
+    ref = torch.load(FIXTURES / "edm_small_adm.pt", weights_only=True)
+    net = redraw_parameters(DhariwalUNet(**ADM_SMALL), 1).eval()
+    heads = {k: m.num_heads for k, m in net.named_modules() if hasattr(m, "num_heads") and m.num_heads}
+    assert set(heads.values()) == {1, 2} and "enc.8x8_block0" not in heads  # 32 channels: no heads, as EDM
+    x = reference_inputs()
+    assert ref["out"].std() > 0.1
+    with torch.no_grad():
+        out = net(x["x"], x["noise_labels"], x["class_labels"], x["augment_labels"])
+        out_noaug = net(x["x"], x["noise_labels"], x["class_labels"])
+    torch.testing.assert_close(out, ref["out"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_noaug, ref["out_noaug"], rtol=0, atol=1e-5)
+    assert (out - out_noaug).abs().max() > 1e-3
+
+
+def test_adm_init_matches_edm_statistics():
+    edm = torch.load(FIXTURES / "edm_small_adm.pt", weights_only=True)["init_stats"]
+    torch.manual_seed(0)
+    ours = init_statistics(DhariwalUNet(**ADM_SMALL))
+    assert set(ours) == set(edm)
+    for key, (mean, std, numel) in ours.items():
+        e_mean, e_std, e_numel = edm[key].tolist()
+        assert numel == e_numel, key
+        if e_std == 0:  # zero-initialised output layers and biases of the heads, unit GroupNorm scales
+            assert std == 0 and mean == e_mean, key
+        else:  # kaiming-uniform layers (1/sqrt(fan_in)) and the N(0, 1) label map; looser for tiny tensors
+            tol = 1.5 if numel >= 32 else 2.5
+            assert 1 / tol < std.item() / e_std < tol, (key, numel, std.item() / e_std)
+
+
+def test_adm_label_and_augment_paths():
+    net = redraw_parameters(DhariwalUNet(**ADM_SMALL), 2)
+    x = reference_inputs(batch=2)
+    zeros = torch.zeros_like(x["class_labels"])
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x["x"], x["noise_labels"], x["class_labels"], None),
+                           net(x["x"], x["noise_labels"], x["class_labels"], torch.zeros(2, 9)))
+        net.label_dropout = 1.0
+        dropped = net.train()(x["x"], x["noise_labels"], x["class_labels"])
+        assert torch.equal(dropped, net(x["x"], x["noise_labels"], zeros))
+        assert (net.eval()(x["x"], x["noise_labels"], x["class_labels"]) - dropped).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="label_dim=10"):
+        net(x["x"], x["noise_labels"])
+
+
+def test_adm_gradients_reach_every_parameter():
+    net = redraw_parameters(DhariwalUNet(**{**ADM_SMALL, "dropout": 0.1}), 3).train()
+    x = reference_inputs(batch=2)
+    net(**x).square().sum().backward()
+    assert [k for k, p in net.named_parameters() if p.grad is None or not p.grad.isfinite().all()] == []
+
+
+@pytest.mark.parametrize("arch", ["ddpmpp", "adm"])
+def test_float16_forward_follows_float32(arch):
+    """EDMPrecond(use_fp16) on CUDA feeds the backbone float16 input: every layer casts its float32 weights to it and
+    the noise embedding stays float32. The same forward on the CPU (float16 kernels) is float16 and close."""
+    small = dict(ADM_SMALL, img_resolution=8) if arch == "adm" else dict(SMALL_COMMON, **SMALL["ddpmpp"])
+    net = redraw_parameters(BACKBONES[ARCH_BACKBONES[arch]](**small), 4).eval()
+    x = reference_inputs()
+    with torch.no_grad():
+        full = net(**x)
+        half = net(**dict(x, x=x["x"].half()))
+    assert half.dtype == torch.float16 and full.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    torch.testing.assert_close(half.float(), full, rtol=0, atol=1e-2 * full.abs().max().item())
+
+
+def test_override_lists_match_the_backbone_signatures():
+    # config.py validates overrides from presets.BACKBONE_OVERRIDES without importing torch
+    assert set(ARCH_BACKBONES.values()) == set(BACKBONES) == set(BACKBONE_OVERRIDES)
+    for model_type, names in BACKBONE_OVERRIDES.items():
+        assert names == tunable_args(model_type)
+    for arch, preset in ARCH_PRESETS.items():
+        assert set(preset) <= set(BACKBONE_OVERRIDES[ARCH_BACKBONES[arch]]), arch
+
+
+def test_adm_rejects_songunet_overrides():
+    with pytest.raises(ValueError, match=r"'encoder_type' for arch adm \(DhariwalUNet\)"):
+        make_network("adm", img_resolution=8, in_channels=1, out_channels=1, encoder_type="residual")
 
 
 @pytest.mark.parametrize("arch", ["ddpmpp", "ncsnpp"])
@@ -232,14 +357,14 @@ def test_network_ctor_is_plain_data_and_rebuilds(arch):
     ctor = network_ctor(arch, label_dim=10, augment_dim=9, dropout=0.0, **DIGITS)
     assert json.loads(json.dumps(ctor)) == ctor
     assert ctor["channel_mult"] == [1, 2] and ctor["dropout"] == 0.0 and ctor["label_dim"] == 10
-    assert ctor["embedding_type"] == ARCH_PRESETS[arch]["embedding_type"]
-    a = SongUNet(**ctor)
+    assert all(ctor[k] == v for k, v in ARCH_PRESETS[arch].items() if k not in (*DIGITS, "dropout"))
+    a = BACKBONES[ARCH_BACKBONES[arch]](**ctor)
     b = make_network(arch, label_dim=10, augment_dim=9, dropout=0.0, **DIGITS)
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
 
 
 def test_make_network_rejects_unknown_arch():
-    with pytest.raises(ValueError, match=r"'ddpm'.*ddpmpp, ncsnpp"):
+    with pytest.raises(ValueError, match=r"'ddpm'.*ddpmpp, ncsnpp, adm"):
         make_network("ddpm", img_resolution=8, in_channels=1, out_channels=1)
 
 

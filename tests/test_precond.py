@@ -77,3 +77,29 @@ def test_sigma_distribution_is_lognormal():
     s = sample_sigma(200_000, P_mean=-1.2, P_std=1.2, generator=torch.Generator().manual_seed(0))
     assert s.log().mean().item() == pytest.approx(-1.2, abs=0.01)
     assert s.log().std().item() == pytest.approx(1.2, abs=0.01)
+
+
+class _DtypeProbe(torch.nn.Module):
+    """A backbone that records the dtype it is called with and returns its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+        self.seen.append((x.dtype, noise_labels.dtype))
+        return x
+
+
+def test_fp16_only_on_cuda():
+    """EDM --fp16: float16 backbone input on CUDA only; on a CPU the same float32 call as without it."""
+    probe = _DtypeProbe()
+    x = torch.randn(2, 1, 4, 4)
+    sigma = torch.tensor([0.3, 3.0])
+    out16 = EDMPrecond(probe, use_fp16=True)(x, sigma)
+    out32 = EDMPrecond(probe)(x, sigma)
+    assert probe.seen == [(torch.float32, torch.float32)] * 2
+    assert out16.dtype == torch.float32 and torch.equal(out16, out32)
+    if torch.cuda.is_available():
+        out = EDMPrecond(probe, use_fp16=True)(x.cuda(), sigma.cuda())
+        assert probe.seen[-1] == (torch.float16, torch.float32) and out.dtype == torch.float32

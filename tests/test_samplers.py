@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from aot.sampling.samplers import heun_sample, karras_sigmas, nfe, seeded_latents
+from aot.sampling.samplers import edm_churn_gammas, heun_sample, karras_sigmas, nfe, seeded_latents
 
 
 @pytest.mark.parametrize("rho", [1, 7, 72, 90])
@@ -137,3 +138,45 @@ def test_seeded_latents_depend_only_on_seed():
     assert not torch.equal(z1[0], z1[1])
     _, none = seeded_latents([0], (1, 2, 2))
     assert none is None
+
+
+def test_edm_churn_gammas_closed_form():
+    """EDM Algorithm 2: gamma_i = min(S_churn / N, sqrt(2) - 1) on the steps with S_min <= sigma_i <= S_max."""
+    sigmas = karras_sigmas(256, rho=7)
+    g = edm_churn_gammas(sigmas, S_churn=40, S_min=0.05, S_max=50)
+    inside = [0.05 <= float(t) <= 50 for t in sigmas[:-1]]
+    assert len(g) == 256 and 0 < sum(inside) < 256
+    assert g == [40 / 256 if x else 0.0 for x in inside]
+    assert edm_churn_gammas(karras_sigmas(18), S_churn=80) == [math.sqrt(2) - 1] * 18  # capped
+    assert edm_churn_gammas(karras_sigmas(18), S_churn=1, S_min=100) == [0.0] * 18
+
+
+def test_generate_with_edms_stochastic_sampler(tmp_path):
+    """generate(churn=...): reproducible per seed whatever the batch, different from deterministic Heun, and the
+    settings recorded in the samples' meta."""
+    import json
+
+    from aot.core.checkpoint import save_checkpoint
+    from aot.sampling.generate import generate
+    from aot.training.loop import build_denoiser
+    from aot.training.spec import TrainSpec
+
+    spec = TrainSpec(network=dict(model_channels=8, channel_mult=[1, 1], num_blocks=1, attn_resolutions=[],
+                                  dropout=0.0))
+    torch.manual_seed(0)
+    net, ctor = build_denoiser(spec, {"num_classes": 10}, 8, 1)
+    with torch.no_grad():  # O(1) weights, so that the network's output matters
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    ckpt = tmp_path / "net.pt"
+    save_checkpoint(ckpt, kind="denoiser", state_dict=net.state_dict(), ctor=ctor, config={"pairing": "none",
+                                                                                            "cond": False})
+    churn = dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    kw = dict(rho=7, steps=8, progress=False)
+    a = generate(ckpt, seeds=range(4), batch=4, churn=churn, **kw)
+    b = generate(ckpt, seeds=range(4), batch=3, churn=churn, **kw)
+    c = generate(ckpt, seeds=range(2, 4), batch=2, churn=churn, **kw)
+    plain = generate(ckpt, seeds=range(4), batch=4, **kw)
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["images"][2:], c["images"])
+    assert np.abs(a["images"].astype(int) - plain["images"]).max() > 10
+    assert json.loads(str(a["meta"]))["churn"] == churn and "churn" not in json.loads(str(plain["meta"]))

@@ -483,3 +483,15 @@ def test_write_tables_coupling(tmp_path, coupling_study):
     assert list(t.coupling) == ["none", "aot N=8"] and list(t.fd_diff) == [0.0, -0.5] and not t.paired.any()
     md = (tmp_path / "some/coupling.md").read_text()
     assert "| aot N=8 | aot | 8 |" in md and "same training seed" in md
+
+
+def test_stochastic_sampler_rows_say_so(scores):
+    """A grid setting with EDM's churn gets a `sampler` column naming its settings; a table without one has none
+    (every earlier table is unchanged)."""
+    churn = dict(S_churn=40, S_min=0.05, S_max=50, S_noise=1.003)
+    s = score_table([metric("edm-cond", "none", 7, 256, 2.0) | {"churn": churn},
+                     metric("edm-cond", "none", 7, 40, 2.5)])
+    row = s[s.steps == 256].iloc[0]
+    assert row.sampler == "stochastic (S_churn 40, S_min 0.05, S_max 50, S_noise 1.003)" and row.NFE == 511
+    assert s[s.steps == 40].sampler.isna().all()
+    assert "sampler" not in scores.columns

@@ -176,11 +176,16 @@ def test_block_names_its_own_run_dir_and_leaves_the_others_where_they_were():
 
     spec = TrainSpec(pairing="aot", pool=512)
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
-    del fields["block"], fields["precision"]  # precision (fp32) came later still, under the same rule
+    for later in ("block", "precision", "fp16", "loss_scaling"):  # fields added after runs existed
+        del fields[later]
     assert spec.digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    # The digests of the code before fp16 and loss_scaling existed (commit d93cdd7).
+    assert spec.digest() == "20fde6f256e1" and TrainSpec(pairing="aot", pool=512, block=8).digest() == "b42658ed5346"
     assert TrainSpec(pairing="aot", pool=512, block=8).digest() != spec.digest()
     assert TrainSpec(pairing="aot", pool=512, block=8).digest() != TrainSpec(pairing="aot", pool=512, block=32).digest()
     assert TrainSpec(pairing="aot", pool=512, precision="bf16").digest() != spec.digest()
+    assert len({spec.digest(), TrainSpec(pairing="aot", pool=512, fp16=True).digest(),
+                TrainSpec(pairing="aot", pool=512, loss_scaling=100).digest()}) == 3
 
 
 def test_blocked_aot_pulls_less_and_the_summary_says_which_coupling(tmp_path, digits):
@@ -429,3 +434,51 @@ def test_cuda_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
     _optimizer_step(spec, net, ema, opt, 320)  # beta = 0.5
     for b, e, p in zip(before, ema.parameters(), net.parameters(), strict=True):
         assert torch.equal(e, p.detach().lerp(b, 0.5))
+
+
+def test_adm_fp16_run_records_its_backbone_and_precision(tmp_path, digits):
+    """An ADM run with EDM's --fp16 writes a checkpoint that rebuilds as EDMPrecond(DhariwalUNet, use_fp16); on a CPU
+    the network ran in float32 (as EDM), so the EMA network's output is float32 and finite."""
+    from aot.models.networks import DhariwalUNet
+
+    adm = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1)
+    spec = tiny_spec(arch="adm", network=adm, fp16=True, loss_scaling=100.0, kimg=0.064)
+    train(spec, digits, run_dir=tmp_path / "runs", out=tmp_path / "adm.pt", stats_out=tmp_path / "adm.json",
+          progress=False)
+    net, ckpt = load_denoiser(tmp_path / "adm.pt")
+    assert ckpt["ctor"]["model_type"] == "DhariwalUNet" and ckpt["ctor"]["use_fp16"] is True
+    assert ckpt["config"]["fp16"] is True and ckpt["config"]["loss_scaling"] == 100.0
+    assert isinstance(net.model, DhariwalUNet) and net.use_fp16
+    out = net(torch.zeros(2, 1, 8, 8), torch.tensor([0.5, 5.0]))
+    assert out.dtype == torch.float32 and out.isfinite().all()
+    # A SongUNet run without them keeps the ctor every earlier checkpoint has.
+    assert set(build_ctor(tiny_spec())) == {"network", "label_dim", "sigma_data"}
+
+
+def build_ctor(spec: TrainSpec) -> dict:
+    from aot.training.loop import build_denoiser
+
+    with torch.device("meta"):
+        return build_denoiser(spec, {"num_classes": 10}, 8, 1)[1]
+
+
+def test_loss_scaling_multiplies_the_gradients(tmp_path, digits, monkeypatch):
+    """EDM's --ls: the first step's gradients are loss_scaling times larger (same weights, same draws); nothing
+    divides them back (Adam is invariant to a constant gradient scale up to its eps, as EDM relies on)."""
+    import aot.training.loop as train_module
+
+    step = train_module._optimizer_step
+    for ls in (1.0, 100.0):
+        norms = []
+
+        def spy(spec, net, ema, opt, cur_nimg, norms=norms):
+            norms.append(torch.stack([p.grad.norm() for p in net.parameters()]).clone())
+            return step(spec, net, ema, opt, cur_nimg)
+
+        monkeypatch.setattr(train_module, "_optimizer_step", spy)
+        train(tiny_spec(loss_scaling=ls, kimg=0.064, seed=1), digits, run_dir=tmp_path / f"ls{ls}",
+              out=tmp_path / f"ls{ls}.pt", stats_out=tmp_path / f"ls{ls}.json", progress=False)
+        if ls == 1.0:
+            base = norms[0]
+    assert (base > 0).all()
+    torch.testing.assert_close(norms[0], 100 * base, rtol=1e-5, atol=0)

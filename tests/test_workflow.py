@@ -358,3 +358,18 @@ def test_conda_env_pins_what_pyproject_pins():
     assert pip == [*project["dependencies"], "-e ../.."]
     assert f"python={project['requires-python'].removeprefix('>=')}" in env["dependencies"]
     assert project["license"] == {"text": "MIT"} and (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+def test_imagenet_dry_run_samples_with_edms_stochastic_sampler():
+    """config/imagenet64-cond.yaml: the 256-step setting runs EDM's stochastic sampler (its flags, each quoted as a
+    word), every deterministic setting the same command as before; the ADM networks train with fp16."""
+    r = run(["-n", "-p", "--forceall", "--configfile", "config/imagenet64-cond.yaml"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    samples = [ln for ln in r.stdout.splitlines() if "-m aot sample " in ln]
+    stochastic = [ln for ln in samples if "/rho7-steps256-churn40/" in ln]
+    assert len(samples) == 2 * 11 * 3 and len(stochastic) == 2 * 3  # 2 models x 11 settings x 3 FID-50k shards
+    assert all(ln.endswith(" --threads 1 --S-churn 40 --S-min 0.05 --S-max 50 --S-noise 1.003") for ln in stochastic)
+    assert all(ln.endswith(" --threads 1") and "--S-" not in ln for ln in samples if ln not in stochastic)
+    specs = train_specs(r.stdout)
+    assert set(specs) == {"edm-cond", "aot-cond"}
+    assert all(s["arch"] == "adm" and s["fp16"] and s["loss_scaling"] == 100 for s in specs.values())

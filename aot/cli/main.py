@@ -87,7 +87,9 @@ def cmd_sample(a) -> None:
     arrays = generate(a.ckpt, rho=a.rho, steps=a.steps, seeds=a.seeds, batch=a.batch, sigma_min=a.sigma_min,
                       sigma_max=a.sigma_max, device=a.device, progress=not a.no_progress, disc_path=a.disc,
                       dg_weight=a.dg_weight, dg_weight_2nd=a.dg_weight_2nd, dg_time_min=a.dg_time_min,
-                      dg_time_max=a.dg_time_max, dg_boosting=a.dg_boosting)
+                      dg_time_max=a.dg_time_max, dg_boosting=a.dg_boosting,
+                      churn=dict(S_churn=a.S_churn, S_min=a.S_min, S_max=a.S_max, S_noise=a.S_noise)
+                      if a.S_churn else None)
     save_samples(a.out, arrays)
     if a.grid:
         save_grid(a.grid, arrays["images"])
@@ -280,7 +282,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--seed", type=int, default=0)
 
-    s = stage("sample", cmd_sample, "Deterministic Heun sampling of a seed range at one (rho, steps).")
+    s = stage("sample", cmd_sample, "Heun sampling of a seed range at one (rho, steps): deterministic, or EDM's "
+              "stochastic sampler with --S-churn.")
     s.add_argument("--ckpt", required=True, type=Path)
     s.add_argument("--rho", required=True, type=float)
     s.add_argument("--steps", required=True, type=int)
@@ -297,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dg-time-min", type=float, default=0.01, help="no guidance below this VP time")
     s.add_argument("--dg-time-max", type=float, default=1.0, help="no guidance above this VP time")
     s.add_argument("--dg-boosting", action="store_true", help="DG's boosting (its conditional CIFAR-10 setting)")
+    s.add_argument("--S-churn", type=float, default=0.0, help="EDM's stochastic sampler: S_churn (0 = deterministic)")
+    s.add_argument("--S-min", type=float, default=0.0, help="re-noise only where sigma >= S_min")
+    s.add_argument("--S-max", type=float, default=float("inf"), help="... and sigma <= S_max")
+    s.add_argument("--S-noise", type=float, default=1.0, help="scale of the re-noising draws")
 
     s = stage("train-disc", cmd_train_disc, "Train a Discriminator Guidance discriminator (real vs generated "
               "images, VP-diffused; optionally AOT-paired noise); resumes from --state-dir.")

@@ -13,6 +13,7 @@ from typing import Any
 from aot.config.experiment import (
     DATASET_CLASSES,
     DATASET_SOURCE_KEYS,
+    dataset_shape,
     fill_dataset_defaults,
     guided_names,
     image_source_info,
@@ -158,9 +159,13 @@ def semantic_errors(cfg: dict) -> list[str]:
     if out:  # nothing below is worth checking (or computing) for a config that asks for too much
         return out
     t, s = cfg["train"], cfg["sample"]
-    procs = max(1, t["gpus"])
+    nodes = t.get("nodes", 1)
+    procs = max(1, t["gpus"]) * nodes
+    if nodes > 1 and t["gpus"] < 1:
+        out.append(f"train.nodes: {nodes} nodes train with train.gpus GPUs on each; set train.gpus (e.g. 8)")
     if t["batch"] % procs:
-        out.append(f"train.batch: {t['batch']} is not divisible by train.gpus={procs}")
+        by = f"train.gpus={t['gpus']} x train.nodes={nodes} = {procs} processes" if nodes > 1 else f"train.gpus={procs}"
+        out.append(f"train.batch: {t['batch']} is not divisible by {by}")
     per_proc = t["batch"] // procs
     batch_gpu = t["batch_gpu"] or per_proc
     if per_proc % batch_gpu:
@@ -204,6 +209,9 @@ def semantic_errors(cfg: dict) -> list[str]:
     keys = [(g["rho"], g["steps"]) for g in s["grid"]]
     if len(set(keys)) != len(keys):
         out.append("sample.grid: repeated (rho, steps) entries; list each setting once")
+    for i, g in enumerate(s["grid"]):
+        if "churn" in g and g["churn"]["S_min"] >= g["churn"]["S_max"]:
+            out.append(f"sample.grid.{i}.churn.S_min: {g['churn']['S_min']} must be below S_max {g['churn']['S_max']}")
     e = cfg["evaluate"]
     if e["fd_jackknife"] == 1:
         out.append("evaluate.fd_jackknife: 1 group has no spread; use 0 (off) or at least 2")
@@ -246,9 +254,27 @@ def semantic_errors(cfg: dict) -> list[str]:
     else:
         classes = DATASET_CLASSES
     sub = d.get("subset")
-    if sub is not None and sub % classes:
+    if sub is not None and classes and sub % classes:
         out.append(f"dataset.subset: {sub} is not a multiple of the {classes} classes "
                    "(the subset takes the same number of images from each class)")
+    return out + _network_errors(cfg, dataset_shape(d)["resolution"] if res is None or not res & (res - 1) else None)
+
+
+def _network_errors(cfg: dict, res: int | None) -> list[str]:
+    """Overrides the arch's backbone does not take; more resolution levels than the images can be halved."""
+    from aot.config.resolve import network_spec
+    from aot.models.presets import ARCH_BACKBONES, BACKBONE_OVERRIDES
+
+    arch = cfg["network"]["arch"]
+    model_type = ARCH_BACKBONES[arch]
+    out = [f"network.overrides.{k}: not an argument of {model_type} (arch {arch}); remove it"
+           for k in cfg["network"].get("overrides", {}) if k not in BACKBONE_OVERRIDES[model_type]]
+    if out or res is None:
+        return out
+    levels = len(network_spec(cfg)["channel_mult"])
+    if res % 2 ** (levels - 1):
+        out.append(f"network: {levels} resolution levels (channel_mult) halve {res}x{res} images "
+                   f"{levels - 1} times; use at most {int(math.log2(res & -res)) + 1} levels")
     return out
 
 
@@ -328,10 +354,10 @@ def unused_key_errors(cfg: dict) -> list[str]:
     d = cfg.get("dataset", {})
     used = DATASET_SOURCE_KEYS.get(d.get("source"), {})
     out = []
-    for key in ("test_fraction", "split_seed", "archive", "path", "resolution"):
+    for key in ("test_fraction", "split_seed", "archive", "path", "resolution", "channels", "num_classes"):
         if key in d and key not in used and not (key in ("archive", "resolution") and d[key] is None):
             why = {"cifar10": "CIFAR-10's official test_batch is the held-out split"}.get(d["source"], "not read")
-            if key in ("path", "resolution"):
+            if key in ("path", "resolution", "channels", "num_classes"):
                 why = "only source images reads it"
             out.append(f"dataset.{key}: not used with source {d['source']} ({why}); remove it")
     if d.get("source") == "images" and d.get("path") is None:

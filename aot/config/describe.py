@@ -32,8 +32,9 @@ def describe_config(cfg: dict) -> dict:
             net, ctor = build_denoiser(TrainSpec.from_dict(spec), {"num_classes": shape["num_classes"]},
                                        shape["resolution"], shape["channels"])
         out["models"][model] = {"train_spec": spec, "parameters": count_parameters(net),
-                                "label_dim": ctor["label_dim"], "augment_dim": ctor["network"]["augment_dim"],
-                                "gpus": cfg["train"]["gpus"]}
+                                "backbone": ctor.get("model_type", "SongUNet"), "label_dim": ctor["label_dim"],
+                                "augment_dim": ctor["network"]["augment_dim"], "gpus": cfg["train"]["gpus"],
+                                "nodes": cfg["train"].get("nodes", 1)}
     g = cfg["guidance"]
     for guided in guided_names(cfg):
         run_name, cond = ModelName.parse(guided)
@@ -52,16 +53,20 @@ def describe_config(cfg: dict) -> dict:
 def format_description(d: dict) -> str:
     """``describe_config`` as the text ``python -m aot show-config`` prints."""
     ds = d["dataset"]
+    classes = f"{ds['num_classes']} classes" if ds["num_classes"] else "unlabeled"
     lines = [f"experiment {d['experiment']}: {ds['source']} ({ds['channels']}x{ds['resolution']}x{ds['resolution']}, "
-             f"{ds['num_classes']} classes" + (f", subset {ds['subset']}" if ds.get("subset") else "") + ")"]
+             f"{classes}" + (f", subset {ds['subset']}" if ds.get("subset") else "") + ")"]
     for model, m in d["models"].items():
         if "import" in m:
             lines.append(f"\nmodel {model}: imported from {m['import']} (pairing {m['pairing']})")
             continue
         s = m["train_spec"]
         lines.append(f"\nmodel {model}: {s['arch']}, {m['parameters']:,} parameters (label_dim {m['label_dim']}, "
-                     f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, pairing {s['pairing']}, "
-                     f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1)} process(es), "
+                     f"augment_dim {m['augment_dim']}), dropout {s['network']['dropout']}, "
+                     + (f"fp16 (loss scaling {s.get('loss_scaling', 1):g}), " if s.get("fp16") else "")
+                     + f"pairing {s['pairing']}, "
+                     f"pool {s['pool']}, batch {s['batch']} on {max(m['gpus'], 1) * m['nodes']} process(es), "
+                     + (f"{m['nodes']} nodes x {m['gpus']} GPUs, " if m["nodes"] > 1 else "") +
                      f"{s['kimg'] / 1000:g} Mimg")
         lines.append(f"  python -m aot train --spec '{spec_json(s)}'")
     for guided, g in d["guided"].items():

@@ -20,7 +20,8 @@ DATASET_SOURCE_KEYS = {
     "digits": {"test_fraction": 0.2, "split_seed": 0},
     "synthetic": {"split_seed": 0},
     "cifar10": {"archive": None},
-    "images": {"path": None, "resolution": None, "test_fraction": 0.2, "split_seed": 0},
+    "images": {"path": None, "resolution": None, "channels": None, "num_classes": None, "test_fraction": 0.2,
+               "split_seed": 0},
 }
 
 
@@ -45,13 +46,23 @@ def image_source_info(d: dict) -> dict:
     from aot.data.images import list_source, probe_shape
 
     generated = generated_source(d["path"])
+    declared = {k: d.get(k) for k in ("channels", "resolution", "num_classes")}
+    if not Path(d["path"]).exists() and None not in declared.values() and generated is None:
+        # Declared in full: the config can be checked and shown (show-config) before the images are there; the
+        # prepare job then needs the path and checks the images against these values.
+        return dict(declared, labeled=declared["num_classes"] > 0, fingerprint=None)
     if generated is not None and not Path(d["path"]).exists():
         known = GENERATED_SOURCES[generated]
         return dict(known, resolution=d.get("resolution") or known["resolution"], fingerprint=None)
     listing = list_source(d["path"])
     shape = probe_shape(listing, d.get("resolution"))
-    return dict(shape, num_classes=listing.num_classes, labeled=listing.labeled,
+    info = dict(shape, num_classes=listing.num_classes, labeled=listing.labeled,
                 fingerprint=None if generated else listing.fingerprint)
+    for key in ("channels", "num_classes"):
+        if declared[key] is not None and declared[key] != info[key]:
+            raise ValueError(f"config error: dataset.{key}: {declared[key]} declared, but {d['path']} has "
+                             f"{info[key]}; correct dataset.{key} or remove it")
+    return info
 
 
 def dataset_shape(d: dict) -> dict:
@@ -86,6 +97,7 @@ def guided_names(cfg: dict) -> list[str]:
     return [f"{run}-{cond}" for run in g.get("runs", {}) for cond in cfg["conditioning"]]
 
 
-def setting_name(rho: float, steps: int) -> str:
-    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5)."""
-    return f"rho{rho:g}-steps{steps}"
+def setting_name(rho: float, steps: int, churn: dict | None = None) -> str:
+    """Sampler setting as a path component, e.g. rho7-steps18 (rho 7.5 -> rho7.5); EDM's stochastic sampler adds its
+    S_churn, e.g. rho7-steps256-churn40 (a grid holds each (rho, steps) once, so the name is unique)."""
+    return f"rho{rho:g}-steps{steps}" + (f"-churn{churn['S_churn']:g}" if churn else "")

@@ -84,7 +84,9 @@ def train_spec(cfg: dict, model: str) -> dict:
     arm_name, cond = ModelName.parse(model)
     arm, t = cfg["arms"][arm_name], cfg["train"]
     # precision only when not fp32 (as block below): every fp32 spec, and so its run dir, stays as it was
-    spec = {k: v for k, v in t.items() if k != "gpus" and not (k == "precision" and v == "fp32")}
+    # The process count is the launcher's; fp32 (the default) is left out so that runs made before the key keep
+    # their folders.
+    spec = {k: v for k, v in t.items() if k not in ("gpus", "nodes") and not (k == "precision" and v == "fp32")}
     spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
                 arch=cfg["network"]["arch"], network=network_spec(cfg))
     if "seed" in arm:

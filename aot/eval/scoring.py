@@ -154,7 +154,7 @@ def score(sample_paths: list[str | Path], out: str | Path, *, metrics: list[str]
     result = dict(model=model, num_images=int(len(images)), seed_first=int(seeds.min()),
                   seed_last=int(seeds.max()), rho=m["rho"], steps=m["steps"], nfe=m["nfe"],
                   pairing=m["train"]["pairing"], cond=bool(m["train"]["cond"]), guidance=m.get("guidance"),
-                  checkpoint=m.get("checkpoint"),
+                  checkpoint=m.get("checkpoint"), **({"churn": m["churn"]} if "churn" in m else {}),
                   scores=scores,
                   seconds=time.perf_counter() - t0)
     write_json(out, result)

@@ -6,6 +6,9 @@ D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma)), w
     c_in   = 1 / sqrt(sigma^2 + sigma_data^2)              c_noise = ln(sigma) / 4
 
 The backbone is held as ``self.model`` so that the state-dict keys (``model.*``) line up with EDM's EDMPrecond.
+With ``use_fp16`` (EDM's ``--fp16``, ImageNet-64) the backbone runs in float16 on CUDA: its input is cast to
+float16 and every layer casts its float32 weights to it, while the noise embedding, the coefficients and D(x) stay
+float32. On other devices it runs in float32, as in EDM.
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ def one_hot(labels: torch.Tensor | None, label_dim: int, batch: int, device, dty
 class EDMPrecond(nn.Module):
     """Wrap a backbone ``model(x, noise_labels, class_labels, augment_labels)`` into the denoiser D(x; sigma)."""
 
-    def __init__(self, model: nn.Module, label_dim: int = 0, sigma_data: float = 0.5):
+    def __init__(self, model: nn.Module, label_dim: int = 0, sigma_data: float = 0.5, use_fp16: bool = False):
         super().__init__()
         self.model = model
         self.label_dim = label_dim  # 0 = unconditional
         self.sigma_data = sigma_data  # expected std of the data (EDM: 0.5 for images in [-1, 1])
+        self.use_fp16 = use_fp16  # run the backbone in float16 on CUDA (EDM --fp16)
 
     def forward(
         self,
@@ -67,5 +71,7 @@ class EDMPrecond(nn.Module):
         sigma = sigma.expand(x.shape[0], 1, 1, 1)
         c = edm_coefficients(sigma, self.sigma_data)
         labels = one_hot(class_labels, self.label_dim, x.shape[0], x.device, torch.float32)
-        F_x = self.model(c.c_in * x, c.c_noise.flatten(), class_labels=labels, augment_labels=augment_labels)
+        dtype = torch.float16 if self.use_fp16 and x.device.type == "cuda" else torch.float32
+        F_x = self.model((c.c_in * x).to(dtype), c.c_noise.flatten(), class_labels=labels,
+                         augment_labels=augment_labels)
         return c.c_skip * x + c.c_out * F_x.to(torch.float32)

@@ -10,7 +10,8 @@ named in the file is imported), and the persistent-object hook returns the meta 
 is kept as an inert string and never executed). Any other global raises :class:`UnsafePickleError`.
 
 The ``ema`` network's state is then walked like ``torch.nn.Module.state_dict`` (``_parameters``, persistent
-``_buffers``, ``_modules``) and loaded into our ``EDMPrecond(SongUNet)`` with ``strict=True``.
+``_buffers``, ``_modules``) and loaded into our ``EDMPrecond(SongUNet)`` (DDPM++/NCSN++: CIFAR-10, FFHQ and
+AFHQv2-64) or ``EDMPrecond(DhariwalUNet)`` (ADM: ImageNet-64, with its ``use_fp16``) with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numpy as np
 import torch
 
 from aot.core.checkpoint import save_checkpoint
-from aot.models.networks import ARCH_PRESETS, SongUNet, count_parameters
+from aot.models.networks import ARCH_PRESETS, BACKBONES, count_parameters
 from aot.models.precond import EDMPrecond
+from aot.models.presets import ARCH_BACKBONES
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
@@ -277,7 +279,11 @@ def _plain(v: Any) -> Any:
 # EDM training/networks.py EDMPrecond.__init__ positional order (for kwargs recorded as positional args).
 _EDM_PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max",
                      "sigma_data", "model_type")
-_SONGUNET_ARGS = tuple(p for p in inspect.signature(SongUNet.__init__).parameters if p != "self")
+
+
+def _backbone_args(model_type: str) -> tuple[str, ...]:
+    """Constructor argument names of our backbone ``model_type``, in EDM's positional order."""
+    return tuple(p for p in inspect.signature(BACKBONES[model_type].__init__).parameters if p != "self")
 
 
 def _recorded_kwargs(meta: PersistentMeta, arg_names: tuple[str, ...]) -> dict | None:
@@ -327,20 +333,23 @@ def _read_network(top: Any, path: Path, key: str) -> dict:
     init_kwargs = _recorded_kwargs(net, _EDM_PRECOND_ARGS) or {}
     attrs = {k: net.state[k] for k in _EDM_PRECOND_ARGS if k in net.state}
     init_kwargs = {**attrs, **({"model_type": model_class} if model_class else {}), **init_kwargs}
-    model_kwargs = _recorded_kwargs(model, _SONGUNET_ARGS) if model_class else None
+    model_kwargs = _recorded_kwargs(model, _backbone_args(model_class)) if model_class in BACKBONES else None
     return dict(state_dict=state_dict, init_kwargs=init_kwargs, class_name=net.class_name,
                 model_class_name=model_class, model_init_kwargs=model_kwargs,
                 persistence_version=net.get("version"))
 
 
-def songunet_kwargs(info: dict) -> dict:
-    """Map what :func:`read_edm_pickle` found onto the full, JSON-safe kwargs of our SongUNet."""
+def backbone_kwargs(info: dict) -> tuple[str, dict]:
+    """Map what :func:`read_edm_pickle` found onto our backbone: (model_type, its full, JSON-safe kwargs)."""
     if info["class_name"] != "EDMPrecond":
         raise ValueError(f"only EDMPrecond networks can be imported (found {info['class_name']}): "
                          "VP/VE/iDDPM preconditioning differs from aot.models.precond.EDMPrecond")
-    if info["model_class_name"] != "SongUNet":
-        found = info["model_class_name"] or "no persistent backbone 'model'"
-        raise ValueError(f"only SongUNet backbones (DDPM++/NCSN++) are implemented, found {found}")
+    model_type = info["model_class_name"]
+    if model_type not in BACKBONES:
+        found = model_type or "no persistent backbone 'model'"
+        raise ValueError(f"only {' and '.join(BACKBONES)} backbones (DDPM++/NCSN++, ADM) are implemented, found "
+                         f"{found}")
+    arg_names = _backbone_args(model_type)
     pre = info["init_kwargs"]
     if info["model_init_kwargs"] is not None:
         kw = dict(info["model_init_kwargs"])
@@ -348,23 +357,26 @@ def songunet_kwargs(info: dict) -> dict:
         kw = {k: v for k, v in pre.items() if k not in _EDM_PRECOND_ARGS}
         kw.update(in_channels=pre.get("img_channels"), out_channels=pre.get("img_channels"),
                   img_resolution=pre.get("img_resolution"), label_dim=pre.get("label_dim", 0))
-    unknown = sorted(set(kw) - set(_SONGUNET_ARGS))
+    unknown = sorted(set(kw) - set(arg_names))
     if unknown:
-        raise ValueError(f"SongUNet kwargs {unknown} in the pickle are unknown to aot.models.networks.SongUNet")
+        raise ValueError(f"{model_type} kwargs {unknown} in the pickle are unknown to aot.models.networks.{model_type}")
     missing = [k for k in ("img_resolution", "in_channels", "out_channels") if kw.get(k) is None]
     if missing:
         raise ValueError(f"the pickle records no {missing} for the backbone")
-    # Unrecorded kwargs take SongUNet's defaults, which are EDM's (tests/test_networks.py).
-    defaults = {k: p.default for k, p in inspect.signature(SongUNet.__init__).parameters.items()
-                if k in _SONGUNET_ARGS and p.default is not inspect.Parameter.empty}
-    return _plain({**defaults, **kw})
+    # Unrecorded kwargs take our defaults, which are EDM's (tests/test_networks.py).
+    defaults = {k: p.default for k, p in inspect.signature(BACKBONES[model_type].__init__).parameters.items()
+                if k in arg_names and p.default is not inspect.Parameter.empty}
+    return model_type, _plain({**defaults, **kw})
 
 
-def guess_arch(network: dict) -> str:
-    """'ddpmpp' or 'ncsnpp' when the flavour kwargs (embedding, encoder, decoder, filter) match a preset."""
+def guess_arch(network: dict, model_type: str = "SongUNet") -> str:
+    """The preset a network is: 'adm' for a DhariwalUNet, 'ddpmpp' or 'ncsnpp' for a SongUNet whose flavour kwargs
+    (embedding, encoder, decoder, filter) match one, else 'custom'."""
+    if model_type != "SongUNet":
+        return next(a for a, m in ARCH_BACKBONES.items() if m == model_type)
     flavour = ("embedding_type", "channel_mult_noise", "encoder_type", "decoder_type", "resample_filter")
     for name, preset in ARCH_PRESETS.items():
-        if all(network.get(k) == preset[k] for k in flavour):
+        if ARCH_BACKBONES[name] == "SongUNet" and all(network.get(k) == preset[k] for k in flavour):
             return name
     return "custom"
 
@@ -387,20 +399,26 @@ def import_edm_checkpoint(src: str | Path, out: str | Path, *, key: str = "ema",
     src = Path(src)
     info = read_edm_pickle(src, key=key)
     try:
-        network = songunet_kwargs(info)
+        model_type, network = backbone_kwargs(info)
         pre = info["init_kwargs"]
         label_dim = int(pre.get("label_dim", network["label_dim"]))
         if label_dim != network["label_dim"]:
             raise ValueError(f"precond label_dim {label_dim} != backbone label_dim {network['label_dim']}")
+        use_fp16 = bool(pre.get("use_fp16", False))
         ctor = {"network": network, "label_dim": label_dim, "sigma_data": float(pre.get("sigma_data", 0.5))}
+        if model_type != "SongUNet":  # as the training loop writes it: absent = SongUNet
+            ctor["model_type"] = model_type
+        if use_fp16:  # EDM's ImageNet-64 network runs in float16 on CUDA when it samples, here too
+            ctor["use_fp16"] = True
     except (ValueError, TypeError) as e:  # hostile or odd recorded values (a string channel count, ...)
         raise _naming(src, e) from None
 
     try:
         with torch.random.fork_rng(devices=[]):  # the throwaway init must not advance the caller's RNG
-            net = EDMPrecond(SongUNet(**network), label_dim=ctor["label_dim"], sigma_data=ctor["sigma_data"])
-    except Exception as e:  # any recorded value SongUNet cannot take (None, a string, a negative size, ...)
-        raise CheckpointFormatError(f"{src}: the recorded backbone arguments do not build a SongUNet "
+            net = EDMPrecond(BACKBONES[model_type](**network), label_dim=ctor["label_dim"],
+                             sigma_data=ctor["sigma_data"], use_fp16=use_fp16)
+    except Exception as e:  # any recorded value the backbone cannot take (None, a string, a negative size, ...)
+        raise CheckpointFormatError(f"{src}: the recorded backbone arguments do not build a {model_type} "
                                     f"({type(e).__name__}: {_one_line(e, 120)})") from None
     want, got = net.state_dict(), info["state_dict"]
     missing, unexpected = [k for k in want if k not in got], [k for k in got if k not in want]
@@ -412,17 +430,17 @@ def import_edm_checkpoint(src: str | Path, out: str | Path, *, key: str = "ema",
             k = reshaped[0]
             problems.append(f"{len(reshaped)} of another shape (e.g. {k!r}: {list(got[k].shape)}, expected "
                             f"{list(want[k].shape)})")
-        raise CheckpointFormatError(f"{src}: weights do not fit the SongUNet its recorded arguments build "
-                                    f"({guess_arch(network)}, {network['model_channels']} channels): "
-                                    f"{', '.join(problems)}")
+        what = guess_arch(network) if model_type == "SongUNet" else model_type
+        raise CheckpointFormatError(f"{src}: weights do not fit the {model_type} its recorded arguments build "
+                                    f"({what}, {network['model_channels']} channels): {', '.join(problems)}")
     net.load_state_dict(got, strict=True)
 
     summary = dict(src=str(src), out=str(out), sha256=_sha256(src), key=key, class_name=info["class_name"],
-                   model_class_name=info["model_class_name"], arch=guess_arch(network), label_dim=label_dim,
-                   augment_dim=network["augment_dim"], img_resolution=network["img_resolution"],
+                   model_class_name=info["model_class_name"], arch=guess_arch(network, model_type),
+                   label_dim=label_dim, augment_dim=network["augment_dim"], img_resolution=network["img_resolution"],
                    img_channels=network["in_channels"], param_count=count_parameters(net),
                    tensors=len(info["state_dict"]), sigma_data=ctor["sigma_data"],
-                   use_fp16=bool(pre.get("use_fp16", False)), persistence_version=info["persistence_version"])
+                   use_fp16=use_fp16, persistence_version=info["persistence_version"])
     saved_config = dict(source="edm-pickle", src=summary["src"], sha256=summary["sha256"], key=key,
                         arch=summary["arch"], cond=label_dim > 0, pairing="unknown", init_kwargs=_plain(pre))
     saved_config.update(config or {})

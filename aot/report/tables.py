@@ -46,6 +46,15 @@ PRIOR_WORK = "prior work: not retrained here"
 # Tidy tables.
 
 
+def _sampler_column(m: dict) -> dict:
+    """EDM's stochastic sampler's settings for its rows; the column only exists in a table that has such rows."""
+    c = m.get("churn")
+    if not c:
+        return {}
+    return {"sampler": f"stochastic (S_churn {c['S_churn']:g}, S_min {c['S_min']:g}, S_max {c['S_max']:g}, "
+                       f"S_noise {c['S_noise']:g})"}
+
+
 def score_table(metrics: list[dict]) -> pd.DataFrame:
     """One row per (model, rho, steps, metric): our score and the paper's FID for the same setting."""
     rows = []
@@ -66,7 +75,7 @@ def score_table(metrics: list[dict]) -> pd.DataFrame:
                              KID=sc.get("kid"), class_agreement=sc.get("class_agreement"),
                              fid_mean=sc.get("fid_mean"), samples=m["num_images"],
                              seeds=f"{m['seed_first']}-{m['seed_last']}", paper_cifar10_fid=fid,
-                             paper_source=source))
+                             paper_source=source, **_sampler_column(m)))
     df = pd.DataFrame(rows)
     return df.sort_values(["metric_key", "conditioning", "NFE", "rho", "arm"],
                           ascending=[True, False, False, True, True], ignore_index=True)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aot.data.datasets import to_uint8
-from aot.sampling.samplers import heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
+from aot.sampling.samplers import edm_churn_gammas, heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
 
 
 def generate(
@@ -35,10 +35,14 @@ def generate(
     dg_time_min: float = 0.01,
     dg_time_max: float = 1.0,
     dg_boosting: bool = False,
+    churn: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample ``seeds`` with Heun at (rho, steps); with ``disc_path``, under Discriminator Guidance (docs/method.md §3.5):
     weight ``dg_weight`` on the Euler evaluation, ``dg_weight_2nd`` on the 2nd order correction (DG: 0), and with
-    ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream)."""
+    ``dg_boosting`` DG's boosting (``guidance.boosted_heun_sample``; its churn noise comes from each seed's stream).
+    ``churn`` = {S_churn, S_min, S_max, S_noise} is EDM's stochastic sampler (Algorithm 2; EDM's ImageNet-64
+    setting): before each step with S_min <= sigma_i <= S_max the sample is re-noised to sigma_i (1 + gamma) with
+    gamma = min(S_churn / steps, sqrt(2) - 1) and noise S_noise * N(0, I) drawn from each seed's stream."""
     from aot.core.numerics import DivergenceError
     from aot.models.denoiser import load_denoiser
 
@@ -56,9 +60,12 @@ def generate(
                         boosting=dg_boosting, discriminator_config=disc_ckpt["config"])
     elif dg_boosting:
         raise ValueError("dg_boosting needs a discriminator (disc_path)")
+    if churn is not None and dg_boosting:
+        raise ValueError("churn and dg_boosting both re-noise the samples; use one")
     arch = ckpt["ctor"]["network"]
     shape = (arch["in_channels"], arch["img_resolution"], arch["img_resolution"])
     sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
+    gammas = None if churn is None else edm_churn_gammas(sigmas, churn["S_churn"], churn["S_min"], churn["S_max"])
     seeds = list(seeds)
     chunks = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
     images, labels = [], []
@@ -71,12 +78,18 @@ def generate(
     for chunk in it:
         gens = seed_generators(chunk, device)
         z, y = seeded_latents(chunk, shape, num_classes=net.label_dim, device=device, generators=gens)
-        if dg_boosting:
-            def randn(gens=gens):
-                return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+        def randn(gens=gens):
+            return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
 
+        if dg_boosting:
             x = boosted_heun_sample(net, disc, z, sigmas, y, randn, weight=dg_weight, weight_2nd=dg_weight_2nd,
                                     **window)
+        elif churn is not None:
+            def gamma(i, z=z):  # the same gamma for every sample of the step
+                return torch.full((len(z),), gammas[i], dtype=torch.float64)
+
+            x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd, churn=gamma,
+                            randn=lambda: churn["S_noise"] * randn())
         else:
             x = heun_sample(denoise, z, sigmas, y, denoise_2nd=denoise_2nd)
         x = x.to(torch.float32)
@@ -95,7 +108,8 @@ def generate(
         labels.append(y.cpu().numpy() if y is not None else np.full(len(chunk), -1, np.int64))
     meta = dict(rho=rho, steps=steps, nfe=nfe(steps), sigma_min=sigma_min, sigma_max=sigma_max,
                 seed_first=seeds[0], seed_last=seeds[-1], num_images=len(seeds), checkpoint=str(ckpt_path),
-                train=ckpt["config"], **({"guidance": guidance} if guidance else {}))
+                train=ckpt["config"], **({"guidance": guidance} if guidance else {}),
+                **({"churn": dict(churn)} if churn is not None else {}))
     return dict(images=np.concatenate(images), labels=np.concatenate(labels).astype(np.int64),
                 seeds=np.array(seeds, dtype=np.int64), meta=np.array(json.dumps(meta, sort_keys=True)))
 

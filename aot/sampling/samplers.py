@@ -118,6 +118,15 @@ def heun_solve(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels:
     return x
 
 
+def edm_churn_gammas(sigmas: torch.Tensor, S_churn: float, S_min: float = 0.0,
+                     S_max: float = float("inf")) -> list[float]:
+    """EDM Algorithm 2's gamma_i = min(S_churn / N, sqrt(2) - 1) where S_min <= sigma_i <= S_max, else 0, for the N
+    steps of ``sigmas`` (shape (N + 1,), ending in 0)."""
+    steps = len(sigmas) - 1
+    gamma = min(S_churn / steps, 2**0.5 - 1)
+    return [gamma if S_min <= float(t) <= S_max else 0.0 for t in sigmas[:-1]]
+
+
 def seed_generators(seeds: list[int] | torch.Tensor, device=None) -> list[torch.Generator]:
     """One torch.Generator per seed (EDM's StackedRandomGenerator): image i's randomness depends only on seed i."""
     device = torch.device(device) if device is not None else torch.device("cpu")

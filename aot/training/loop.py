@@ -32,6 +32,7 @@ from aot.data.datasets import Dataset, to_float
 from aot.models.denoiser import denoiser_from_ctor
 from aot.models.networks import network_ctor
 from aot.models.precond import EDMPrecond
+from aot.models.presets import ARCH_BACKBONES
 from aot.training import pairing
 from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.training.loss import edm_loss, sample_sigma
@@ -90,6 +91,10 @@ def build_denoiser(spec: TrainSpec, ds_meta: dict, resolution: int, channels: in
     net_kwargs = network_ctor(spec.arch, img_resolution=resolution, in_channels=channels, out_channels=channels,
                               label_dim=label_dim, augment_dim=augment_dim, **spec.network)
     ctor = {"network": net_kwargs, "label_dim": label_dim, "sigma_data": spec.sigma_data}
+    if ARCH_BACKBONES[spec.arch] != "SongUNet":  # absent = SongUNet (every checkpoint written before ADM)
+        ctor["model_type"] = ARCH_BACKBONES[spec.arch]
+    if spec.fp16:
+        ctor["use_fp16"] = True
     return denoiser_from_ctor(ctor), ctor
 
 
@@ -286,7 +291,7 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
                     with ctx:
                         with forward_precision(spec.precision, device):
                             loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
-                        loss.sum().mul(1 / per_proc).backward()
+                        loss.sum().mul(spec.loss_scaling / per_proc).backward()
                     tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
                 cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
                 step_time_total += time.perf_counter() - t_step

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aot.training.assignment import Solver, block_costs, check_permutation, resolve_solver
+
 METHODS: tuple[str, ...] = ("none", "aot", "aot-sq", "immiscible", "knn")
 
-from aot.training.assignment import Solver, block_costs, check_permutation, resolve_solver
 
 # ----------------------------------------------------------------------------
 # Cost matrices and index groups.

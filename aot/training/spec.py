@@ -26,6 +26,9 @@ class TrainSpec:
     micro_batch: int | None = None  # immiscible: block size of the assignment; None = batch_gpu
     block: int | None = None  # aot / aot-sq: assign within consecutive blocks of this many pool images; None = pool
     augment_p: float = 0.0  # EDM's non-leaking augmentation probability (CIFAR-10: 0.12); 0 = off
+    fp16: bool = False  # EDM --fp16: the backbone runs in float16 on CUDA (float32 weights, optimizer and EMA)
+    loss_scaling: float = 1.0  # EDM --ls: the loss is multiplied by this before backward (not undone: Adam is
+    #                            invariant to a constant gradient scale up to its eps, as in EDM)
     knn_k: int = 8  # knn: candidate noises per image
     lr: float = 1e-3
     lr_rampup_kimg: float = 10000.0
@@ -59,10 +62,10 @@ class TrainSpec:
         """Names the run directory. Length and logging intervals are left out: the schedules do not depend on
         them, so a finished run can be extended (more kimg) and resumes where it stopped."""
         d = {k: v for k, v in asdict(self).items() if k not in ("kimg", "tick_kimg", "state_kimg")}
-        if d["block"] is None:  # added later: runs without it keep their run directory
-            del d["block"]
-        if d["precision"] == "fp32":  # likewise: fp32 runs (all runs before it existed) keep theirs
-            del d["precision"]
+        # Keys added later, at their defaults, are left out: runs made before them keep their run directory.
+        for key, default in (("block", None), ("precision", "fp32"), ("fp16", False), ("loss_scaling", 1.0)):
+            if d[key] == default:
+                del d[key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

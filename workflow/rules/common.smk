@@ -43,7 +43,9 @@ TRAINED = model_names(config, imported=False)  # trained here
 IMPORTED = model_names(
     config, imported=True
 )  # released networks, imported (arms.<arm>.checkpoints)
-SETTINGS = {setting_name(g["rho"], g["steps"]): g for g in config["sample"]["grid"]}
+SETTINGS = {
+    setting_name(g["rho"], g["steps"], g.get("churn")): g for g in config["sample"]["grid"]
+}
 # Discriminator Guidance: one guided model per run and conditioning, sampled at its run's setting.
 GUIDANCE = config["guidance"]
 GUIDED = guided_names(config)
@@ -138,9 +140,34 @@ def inception_input():
 INCEPTION_RESOURCE = "resources/inception-2015-12-05.pt"
 
 
+NODES = config["train"].get("nodes", 1)
+
+
+def train_resources():
+    """SLURM resources of a training job. One node: its GPUs (`gpu`, sbatch --gpus). Several (train.nodes): one task
+    per node (`tasks`, and `mpi` so that the job's shell runs once, in the batch step, and starts its own srun) with
+    train.gpus GPUs on each (gres gpu:G, per node)."""
+    gpus = config["train"]["gpus"]
+    if NODES == 1:
+        return dict(gpu=gpus, nodes=1)
+    return dict(nodes=NODES, tasks=NODES, mpi="srun", gres=f"gpu:{gpus}")
+
+
 def launcher(wildcards, resources):
-    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted. A list of words, so
-    that {params.launch:q} quotes each on its own."""
+    """Plain python for CPU or one GPU; torchrun with one process per GPU the job was granted; on several nodes, srun
+    with one task per node, each a torchrun (workflow/scripts/torchrun-nodes) joined by a c10d rendezvous. A list
+    of words, so that {params.launch:q} quotes each on its own."""
+    if NODES > 1:
+        return [
+            "srun",
+            f"--nodes={NODES}",
+            f"--ntasks={NODES}",
+            "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1",
+            str(Path(workflow.basedir) / "workflow/scripts/torchrun-nodes"),
+            str(NODES),
+            str(config["train"]["gpus"]),
+        ]
     if resources.gpu > 1:
         return [
             "torchrun",
@@ -162,6 +189,17 @@ def import_pairing(wildcards):
 
 def setting(wildcards):
     return ALL_SETTINGS[wildcards.setting]
+
+
+def churn_args(wildcards):
+    """EDM's stochastic sampler flags of a grid setting with `churn`, each word shell-quoted, after a space; nothing
+    for a deterministic setting, so its command is unchanged."""
+    churn = setting(wildcards).get("churn")
+    if not churn:
+        return ""
+    flags = {"S_churn": "--S-churn", "S_min": "--S-min", "S_max": "--S-max", "S_noise": "--S-noise"}
+    words = [w for key, flag in flags.items() for w in (flag, str(churn[key]))]
+    return f" {shlex.join(words)}"
 
 
 def guided_run(model):

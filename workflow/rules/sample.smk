@@ -20,11 +20,12 @@ rule sample:
         sigma_min=config["sample"]["sigma_min"],
         sigma_max=config["sample"]["sigma_max"],
         device=config["sample"]["device"],
+        churn=churn_args,  # already quoted, word by word (shlex.join)
     shell:
         logged("python -m aot sample --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
             "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
             "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
-            "--threads {threads:q}")
+            "--threads {threads:q}{params.churn}")
 
 
 rule grid:

@@ -12,8 +12,8 @@ rule train:
         "../envs/aot.yaml"
     threads: 1
     resources:
-        gpu=config["train"]["gpus"],
-        nodes=1,  # SLURM: all GPUs of a job on one node (torchrun --standalone sees local GPUs only)
+        # SLURM: one node (torchrun --standalone sees its local GPUs only), or train.nodes with torchrun on each
+        **train_resources(),
         slurm_extra=PREEMPT_SIGNAL,
         **SLURM["train"],
     params:
