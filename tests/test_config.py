@@ -550,10 +550,10 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
 
 
 @pytest.mark.parametrize("mutate, where", [
-    (lambda c: c["dataset"].pop("path"), "dataset.path: source images needs the folder or .zip of the images"),
-    (lambda c: c["dataset"].pop("resolution"), "dataset.resolution: source images needs the image resolution"),
-    (lambda c: c["dataset"].update(resolution=48), "dataset.resolution: 48 is not one of [4, 8, 16"),
-    (lambda c: c["dataset"].update(num_classes=0), "conditioning: cond needs labeled images; set dataset.num_classes"),
+    (lambda c: c["dataset"].pop("path"), "dataset.path: source images needs the folder or .zip of images"),
+    (lambda c: c["dataset"].pop("resolution"), "dataset.resolution: datasets/imagenet-64x64.zip does not exist yet, so the images' shape must be declared"),
+    (lambda c: c["dataset"].update(resolution=48), "dataset.resolution: 48 is not a power of two"),
+    (lambda c: c["dataset"].update(num_classes=0), "conditioning: cond needs class labels and datasets/imagenet-64x64.zip has none"),
     (lambda c: c["dataset"].update(source="cifar10"), "dataset.path: not used with source cifar10"),
     (lambda c: c["dataset"].update(archive="x.tar.gz"), "dataset.archive: not used with source images"),
     (lambda c: c["dataset"].update(subset=1500), "dataset.subset: 1500 is not a multiple of the 1000 classes"),

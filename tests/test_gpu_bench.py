@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EDM = ROOT / "third_party" / "edm"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
 

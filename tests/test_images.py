@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import copy_workflow
+from conftest import ENV, ROOT, SMK, copy_workflow
 from PIL import Image
 
 from aot.config.checks import check_config
@@ -26,10 +26,6 @@ from aot.config.experiment import GENERATED_SOURCES
 from aot.config.yamlio import ConfigError, load_yaml
 from aot.data.datasets import digits_dataset, images_dataset, load_dataset, sha256_file, write_digits_pngs
 from aot.data.images import ImageSourceError, center_crop_resize, list_source
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-SMK = [sys.executable, "-m", "snakemake"]
 
 
 def png_bytes(a: np.ndarray) -> bytes:
@@ -367,7 +363,8 @@ def test_config_checks_of_an_images_source(tmp_path):
                                                                    "fid_ref": "cifar10"})
     assert check_config(explicit)["evaluate"]["fid_ref"] == "cifar10"  # EDM's cifar10-32x32.zip, say
     assert check_config(images_config(classes))["dataset"] == dict(
-        source="images", path=str(classes), resolution=None, test_fraction=0.2, split_seed=0, subset=None,
+        source="images", path=str(classes), resolution=None, channels=None, num_classes=None, test_fraction=0.2,
+        split_seed=0, subset=None,
         subset_seed=0)
     cfg = images_config(classes)
     cfg["dataset"]["subset"] = 15

@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from conftest import ENV, ROOT
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
 from aot.data.datasets import digits_dataset, save_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 LAUNCHER = ROOT / "workflow" / "scripts" / "torchrun-nodes"
 
 

@@ -51,6 +51,11 @@ def image_source_info(d: dict) -> dict:
         # Declared in full: the config can be checked and shown (show-config) before the images are there; the
         # prepare job then needs the path and checks the images against these values.
         return dict(declared, labeled=declared["num_classes"] > 0, fingerprint=None)
+    if not Path(d["path"]).exists() and generated is None and any(v is not None for v in declared.values()):
+        key = next(k for k in ("resolution", "channels", "num_classes") if declared[k] is None)
+        raise ValueError(f"config error: dataset.{key}: {d['path']} does not exist yet, so the images' shape must be "
+                         "declared in full (dataset.resolution, channels and num_classes); give it, or point "
+                         "dataset.path at the images")
     if generated is not None and not Path(d["path"]).exists():
         known = GENERATED_SOURCES[generated]
         return dict(known, resolution=d.get("resolution") or known["resolution"], fingerprint=None)
