@@ -162,7 +162,8 @@ def main() -> None:
 
     import torch
 
-    from aot.data.datasets import save_dataset, synthetic_dataset
+    from aot.data.datasets import save_dataset
+    from aot.data.sources import synthetic_dataset
 
     work = args.work or Path(tempfile.mkdtemp(prefix="edm-side-by-side-"))
     work.mkdir(parents=True, exist_ok=True)

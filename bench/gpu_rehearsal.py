@@ -34,7 +34,7 @@ from cifar_archive import write_cifar10_archive  # noqa: E402
 from fakes import write_fake_inception, write_random_adm_classifier  # noqa: E402
 from wfcopy import copy_workflow  # noqa: E402
 
-from aot.data.datasets import sha256_file  # noqa: E402
+from aot.core.download import sha256_file
 
 KIMG = {"uncond": 0.512, "cond": 2.048}  # one pool of the paper's size: 8 / 32 optimizer steps of 64
 DEVICE_STAGES = ("train", "sample", "train-disc", "evaluate", "fid-ref", "trajectory")  # every other stage is CPU

@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from aot.data.datasets import Dataset, digits_dataset, synthetic_dataset
+from aot.data.datasets import Dataset
+from aot.data.sources import digits_dataset, synthetic_dataset
 from aot.training import assignment, pairing
 from aot.training.loop import train
 from aot.training.spec import TrainSpec

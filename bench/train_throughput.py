@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from aot.data.datasets import synthetic_dataset
+from aot.data.sources import synthetic_dataset
 from aot.models.networks import count_parameters
 from aot.training.assignment import resolve_solver
 from aot.training.loop import build_denoiser, train

@@ -75,6 +75,6 @@ def copy_workflow(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits in the project's Dataset format (read once per test run)."""
-    from aot.data.datasets import digits_dataset
+    from aot.data.sources import digits_dataset
 
     return digits_dataset()

@@ -196,7 +196,8 @@ def test_bare_npy_is_refused(tmp_path):
 
 
 def test_dataset(tmp_path):
-    from aot.data.datasets import load_dataset, save_dataset, synthetic_dataset
+    from aot.data.datasets import load_dataset, save_dataset
+    from aot.data.sources import synthetic_dataset
 
     p = tmp_path / "dataset.npz"
     save_dataset(p, synthetic_dataset(n_train=16, n_test=8, channels=1, resolution=8))

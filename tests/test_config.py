@@ -588,3 +588,12 @@ def test_fp16_reaches_the_spec_only_when_given():
             assert not {"fp16", "loss_scaling"} & set(train_spec(cfg, m)), (name, m)
     cfg = resolve_config([ROOT / "config/imagenet64-cond.yaml"])
     assert {k: train_spec(cfg, "aot-cond")[k] for k in ("fp16", "loss_scaling")} == {"fp16": True, "loss_scaling": 100}
+
+
+def test_one_home_for_the_sampler_noise_range():
+    """sigma_min / sigma_max: the schema's defaults are EDM's, the constants every sampler function and CLI flag uses."""
+    from aot.sampling.samplers import SIGMA_MAX, SIGMA_MIN
+
+    sample = load_yaml(DEFAULT_SCHEMA)["properties"]["sample"]["properties"]
+    assert (sample["sigma_min"]["default"], sample["sigma_max"]["default"]) == (SIGMA_MIN, SIGMA_MAX) == (0.002, 80.0)
+    assert not [p for p in (ROOT / "aot").rglob("*.py") if "0.002" in p.read_text() and p.name != "samplers.py"]

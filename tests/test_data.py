@@ -15,7 +15,9 @@ import yaml
 from cifar_archive import FOLDER, cifar10_members, write_cifar10_archive, write_tar_gz
 from conftest import ENV, ROOT, copy_workflow
 
-from aot.data.datasets import CIFAR10_FIX, Dataset, cifar10_dataset, class_subset, load_dataset, synthetic_dataset
+from aot.data.cifar10 import CIFAR10_FIX, cifar10_dataset
+from aot.data.datasets import Dataset, class_subset, load_dataset
+from aot.data.sources import synthetic_dataset
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 

@@ -316,7 +316,7 @@ def test_real_run_with_hostile_paths(tmp_path):
     from cifar_archive import write_cifar10_archive
     from fakes import write_fake_inception
 
-    from aot.data.datasets import sha256_file
+    from aot.core.download import sha256_file
 
     wf = tmp_path / "wf"
     copy_workflow(wf)

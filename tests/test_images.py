@@ -24,8 +24,10 @@ from PIL import Image
 from aot.config.checks import check_config
 from aot.config.experiment import GENERATED_SOURCES
 from aot.config.yamlio import ConfigError, load_yaml
-from aot.data.datasets import digits_dataset, images_dataset, load_dataset, sha256_file, write_digits_pngs
+from aot.core.download import sha256_file
+from aot.data.datasets import load_dataset
 from aot.data.images import ImageSourceError, center_crop_resize, list_source
+from aot.data.sources import digits_dataset, images_dataset, write_digits_pngs
 
 
 def png_bytes(a: np.ndarray) -> bytes:

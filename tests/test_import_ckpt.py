@@ -26,17 +26,13 @@ import pytest
 import torch
 
 from aot.models.denoiser import load_denoiser
-from aot.models.networks import BACKBONES, ADMBlock, Conv2d, UNetBlock, count_parameters, network_ctor
+from aot.models.dhariwal import ADMBlock
+from aot.models.edm_pickle import ALLOWED_GLOBALS, CheckpointFormatError, UnsafePickleError
+from aot.models.layers import Conv2d, UNetBlock
+from aot.models.networks import BACKBONES, count_parameters, network_ctor
 from aot.models.precond import EDMPrecond
 from aot.models.presets import ARCH_BACKBONES
-from aot.models.released import (
-    ALLOWED_GLOBALS,
-    CheckpointFormatError,
-    UnsafePickleError,
-    guess_arch,
-    import_edm_checkpoint,
-    read_edm_pickle,
-)
+from aot.models.released import guess_arch, import_edm_checkpoint, read_edm_pickle
 
 SMALL = dict(img_resolution=8, in_channels=3, out_channels=3, model_channels=8, channel_mult=[1, 2],
              num_blocks=1, attn_resolutions=[4], dropout=0.13)

@@ -18,7 +18,8 @@ from conftest import ENV, ROOT
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-from aot.data.datasets import digits_dataset, save_dataset
+from aot.data.datasets import save_dataset
+from aot.data.sources import digits_dataset
 
 LAUNCHER = ROOT / "workflow" / "scripts" / "torchrun-nodes"
 

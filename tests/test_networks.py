@@ -21,13 +21,13 @@ import pytest
 import torch
 from edm_reference import ADM_SMALL, init_statistics, redraw_parameters, reference_inputs
 
+from aot.models.dhariwal import DhariwalUNet
+from aot.models.layers import group_norm_groups
 from aot.models.networks import (
     ARCH_PRESETS,
     BACKBONES,
-    DhariwalUNet,
     SongUNet,
     count_parameters,
-    group_norm_groups,
     make_network,
     network_ctor,
     tunable_args,

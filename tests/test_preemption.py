@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, TINY_NET, assert_same_weights, tiny_spec
 
 from aot.core.artifacts import read_state
-from aot.data.datasets import digits_dataset, save_dataset
+from aot.data.datasets import save_dataset
+from aot.data.sources import digits_dataset
 from aot.training.loop import train
 
 POOL = 64

@@ -28,7 +28,7 @@ from conftest import ENV, copy_workflow
 from fakes import write_fake_inception, write_random_adm_classifier
 
 from aot.core.checkpoint import load_checkpoint
-from aot.data.datasets import sha256_file
+from aot.core.download import sha256_file
 from aot.models.denoiser import load_denoiser
 from aot.models.networks import count_parameters
 
@@ -115,7 +115,7 @@ def test_dataset_is_the_archive_subset(rehearsal):
 def test_discriminators_use_the_adm_encoder(rehearsal, assets):
     cond, d, out = rehearsal
     R = d / f"results/cifar10-{cond}"
-    from aot.data.datasets import sha256_file
+    from aot.core.download import sha256_file
 
     for run in ("edm_dg", "aot_dg", "aot_dgaot"):
         ckpt = load_checkpoint(R / f"discriminators/{run}-{cond}/discriminator.pt")

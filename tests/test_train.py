@@ -310,7 +310,7 @@ def test_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
 
 
 def test_forward_precision_fp32_is_plain_float32_and_bf16_autocasts():
-    from aot.models.networks import Conv2d
+    from aot.models.layers import Conv2d
     from aot.training.spec import forward_precision
 
     conv, x = Conv2d(3, 4, kernel=3), torch.randn(2, 3, 8, 8)
@@ -439,7 +439,7 @@ def test_cuda_ema_update_is_edms_per_parameter_lerp_bit_for_bit():
 def test_adm_fp16_run_records_its_backbone_and_precision(tmp_path, digits):
     """An ADM run with EDM's --fp16 writes a checkpoint that rebuilds as EDMPrecond(DhariwalUNet, use_fp16); on a CPU
     the network ran in float32 (as EDM), so the EMA network's output is float32 and finite."""
-    from aot.models.networks import DhariwalUNet
+    from aot.models.dhariwal import DhariwalUNet
 
     adm = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1)
     spec = tiny_spec(arch="adm", network=adm, fp16=True, loss_scaling=100.0, kimg=0.064)

@@ -109,7 +109,7 @@ def check_official_inception(path: str | os.PathLike, *, dest: str | os.PathLike
     bytes, sha256 :data:`INCEPTION_SHA256`), else raise :class:`AssetMismatchError`: one line with the expected and
     the found size and sha256, the URL and the path (``dest``: where the file was meant to go, for a download still
     in its temporary folder). Nothing is loaded: loading TorchScript runs code from the file."""
-    from aot.data.datasets import sha256_file
+    from aot.core.download import sha256_file
 
     path = Path(path)
     size = path.stat().st_size
@@ -283,7 +283,7 @@ def verify_inception(weights: str | os.PathLike, sha256: str | None = None) -> s
     downloads). Anything else is refused with one line that names the file and gives its sha256 to put in the
     config once you trust it.
     """
-    from aot.data.datasets import sha256_file
+    from aot.core.download import sha256_file
 
     weights = Path(weights)
     digest = sha256_file(weights)

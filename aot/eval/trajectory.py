@@ -33,6 +33,8 @@ from aot.core.checkpoint import atomic_write_bytes, write_json
 from aot.core.samples import save_grid
 from aot.data.datasets import to_uint8
 from aot.sampling.samplers import (
+    SIGMA_MAX,
+    SIGMA_MIN,
     Denoiser,
     heun_sample,
     heun_solve,
@@ -138,8 +140,8 @@ def trajectory_metrics(
     *,
     steps: int,
     rho: float,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
     labels: torch.Tensor | None = None,
     fine_steps: int = 256,
     ref_substeps: int = 64,
@@ -193,8 +195,8 @@ def denoiser_grid(
     rho: float,
     columns: int = 11,
     labels: torch.Tensor | None = None,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
 ) -> torch.Tensor:
     """Denoiser outputs D(x_i; sigma_i) (one-step Euler predictions of x_0) along ``heun_sample`` (Fig. 2/3).
 
@@ -261,8 +263,8 @@ def plot_metrics(path_png: str | os.PathLike, runs: dict[str, TrajectoryMetrics]
 
 def trajectory_stage(ckpt_path: str | Path, out_json: str | Path, out_png: str | Path, *, rho: float, steps: int,
                      seeds: range, grid_rows: int = 4, columns: int = 11, fine_steps: int = 256,
-                     ref_substeps: int = 64, ref_steps: int = 512, sigma_min: float = 0.002,
-                     sigma_max: float = 80.0, device: str = "cpu", model: str = "") -> None:
+                     ref_substeps: int = 64, ref_steps: int = 512, sigma_min: float = SIGMA_MIN,
+                     sigma_max: float = SIGMA_MAX, device: str = "cpu", model: str = "") -> None:
     """Trajectory metrics (docs/method.md §6) of one trained model at one (rho, steps), and its grid of denoiser
     outputs along the first ``grid_rows`` trajectories (the paper's Fig. 2/3)."""
     from aot.models.denoiser import load_denoiser

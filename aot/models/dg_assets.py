@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aot.core.download import sha256_file
+
 FOLDER_ID = "1gb68C13-QOt8yA6ZnnS6G5pVIlPO7j_y"
 FOLDER_URL = f"https://drive.google.com/drive/folders/{FOLDER_ID}"
 FILE_NAME = "32x32_classifier.pt"
@@ -79,12 +81,6 @@ def verify_classifier(path: str | Path) -> None:
             raise ValueError(f"{path}: {k!r} has non-finite values")
 
 
-def _sha256(path: Path) -> str:
-    from aot.data.datasets import sha256_file
-
-    return sha256_file(path)
-
-
 def _finish(out: Path, digest: str, *, downloaded: bool) -> dict[str, Any]:
     """Write ``<out>.sha256`` (when missing or stale, atomically) and return the info dict."""
     sidecar = out.with_name(out.name + ".sha256")
@@ -119,7 +115,7 @@ def fetch_dg_classifier(out: str | Path, *, download: bool = True, quiet: bool =
         except ValueError as e:
             why = f"the file already there was refused ({e})"
         else:
-            return _finish(out, _sha256(out), downloaded=False)
+            return _finish(out, sha256_file(out), downloaded=False)
     if not download:
         raise _fail(why, out)
     try:
@@ -149,7 +145,7 @@ def fetch_dg_classifier(out: str | Path, *, download: bool = True, quiet: bool =
             verify_classifier(dest)
         except ValueError as e:  # name the file, not the temporary folder that is about to go
             raise _fail(f"the downloaded file was refused ({str(e).replace(str(dest), FILE_NAME)})", out) from None
-        digest = _sha256(dest)
+        digest = sha256_file(dest)
         os.replace(dest, out)  # same folder, so atomic: out is either absent/old or the verified file
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aot.core.checkpoint import load_checkpoint
-from aot.data.datasets import sha256_file
+from aot.core.download import sha256_file
 from aot.models.adm import EncoderUNet, load_weights
 
 

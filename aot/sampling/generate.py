@@ -15,7 +15,16 @@ import numpy as np
 import torch
 
 from aot.data.datasets import to_uint8
-from aot.sampling.samplers import edm_churn_gammas, heun_sample, karras_sigmas, nfe, seed_generators, seeded_latents
+from aot.sampling.samplers import (
+    SIGMA_MAX,
+    SIGMA_MIN,
+    edm_churn_gammas,
+    heun_sample,
+    karras_sigmas,
+    nfe,
+    seed_generators,
+    seeded_latents,
+)
 
 
 def generate(
@@ -25,8 +34,8 @@ def generate(
     steps: int,
     seeds: range,
     batch: int = 500,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
     device: str = "cpu",
     progress: bool = True,
     disc_path: str | Path | None = None,

@@ -10,10 +10,14 @@ from collections.abc import Callable
 
 import torch
 
+SIGMA_MIN = 0.002  # EDM's noise range of the sampler (its generate.py; config sample.sigma_min/max defaults)
+SIGMA_MAX = 80.0
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+                  rho: float = 7.0) -> torch.Tensor:
     """EDM Eq. 5: sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
     i = 0..steps-1, then sigma_steps = 0. Float64, shape (steps + 1,)."""
     if steps < 2:

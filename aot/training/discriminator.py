@@ -35,7 +35,8 @@ from torch import nn
 
 from aot.core.artifacts import read_state
 from aot.core.checkpoint import atomic_write_bytes, save_checkpoint, write_json
-from aot.data.datasets import Dataset, sha256_file, to_float
+from aot.core.download import sha256_file
+from aot.data.datasets import Dataset, to_float
 from aot.models.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND
 from aot.models.discriminator import discriminator_from_ctor
 from aot.models.vp import T_MIN, perturb, sample_vp_time
