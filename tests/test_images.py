@@ -544,3 +544,23 @@ def test_digits_images_config_runs_every_stage(tmp_path):
     a = load_dataset(wf / "results/digits-images/data/dataset.npz")
     b = load_dataset(wf / "results/zip/data/dataset.npz")
     assert np.array_equal(a.train_images, b.train_images) and np.array_equal(a.test_labels, b.test_labels)
+
+
+def test_a_declared_shape_stands_in_for_missing_images_and_is_checked_against_present_ones(tmp_path):
+    """dataset.resolution/channels/num_classes declared in full let a config be checked (and show-config size its
+    networks) before the images exist; once they exist, a declared value they contradict is one line."""
+    classes = write_folder(tmp_path / "cls", {f"{c}/{i}.png": png_bytes(a) for c in "ab"
+                                              for i, a in enumerate(random_images(3))})
+    missing = tmp_path / "not-yet.zip"
+    cfg = images_config(missing)
+    cfg["dataset"].update(resolution=8, channels=3, num_classes=2)
+    assert check_config(cfg)["dataset"]["num_classes"] == 2
+    cfg["dataset"].pop("channels")
+    assert config_error(cfg).startswith(f"config error: dataset.channels: {missing} does not exist yet, so the "
+                                        "images' shape must be declared in full")
+    cfg = images_config(classes)
+    cfg["dataset"].update(channels=1)
+    assert config_error(cfg) == (f"config error: dataset.channels: 1 declared, but {classes} has 3; correct "
+                                 "dataset.channels or remove it")
+    cfg["dataset"].update(channels=3, num_classes=2)
+    check_config(cfg)

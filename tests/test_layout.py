@@ -66,3 +66,13 @@ def test_every_subpackage_has_a_docstring_naming_what_it_may_import(name):
 def test_no_module_is_too_long(path):
     n = len(path.read_text().splitlines())
     assert n <= MAX_LINES, f"aot/{path.relative_to(PKG)} has {n} lines (at most {MAX_LINES}): split it by concern"
+
+
+def test_the_package_map_names_every_module():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in page.splitlines() if line.startswith("| `aot/")}
+    assert sorted(rows) == sorted(f"aot/{name}/" for name in ORDER)
+    for path in modules():
+        if path.parent == PKG or path.name == "__init__.py":
+            continue
+        assert f"`{path.name}`" in rows[f"aot/{path.parent.name}/"], f"docs/architecture.md: add {path.name}"
