@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stand-ins the CPU rehearsal uses
 
 from cifar_archive import write_cifar10_archive  # noqa: E402
 from fakes import write_fake_inception, write_random_adm_classifier  # noqa: E402
-from wfcopy import copy_workflow  # noqa: E402
+from conftest import copy_workflow  # noqa: E402  (tests/conftest.py: the workflow copy the tests use)
 
 from aot.core.download import sha256_file
 

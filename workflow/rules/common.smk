@@ -301,6 +301,7 @@ def evaluate_args(wildcards, input):
 IMAGES_PATH = config["dataset"].get("path") if config["dataset"]["source"] == "images" else None
 # The fingerprint of an images source (the listing: names, sizes, mtimes / zip CRC-32s), a params of prepare_dataset;
 # None for a source written by the workflow itself (aot.config.experiment.GENERATED_SOURCES), tracked as that job's output.
+IMAGES_SOURCE = (generated_source(IMAGES_PATH) or IMAGES_PATH) if IMAGES_PATH else None
 IMAGES_FINGERPRINT = image_source_info(config["dataset"])["fingerprint"] if IMAGES_PATH else None
 
 
@@ -309,8 +310,10 @@ def dataset_inputs(wildcards):
     that writes it), so that a missing one stops the DAG before any job and a replaced one re-prepares."""
     if config["dataset"].get("archive"):
         return {"archive": config["dataset"]["archive"]}
-    if IMAGES_PATH:
-        return {"images": generated_source(IMAGES_PATH) or IMAGES_PATH}
+    if IMAGES_PATH and (generated_source(IMAGES_PATH) or Path(IMAGES_PATH).exists()):
+        return {"images": IMAGES_SOURCE}
+    # Images not there yet, their shape declared in the config (checked): the DAG can be shown (-n, show-config),
+    # and prepare stops with one line naming the missing path when it runs.
     return {}
 
 

@@ -47,10 +47,11 @@ rule prepare_dataset:
         source=DATASET["source"],
         args=DATASET_ARGS,
         fingerprint=IMAGES_FINGERPRINT or "",  # a changed images source re-prepares (params trigger)
+        images=IMAGES_SOURCE or "",
     shell:
         "python -m aot prepare --source {params.source:q} "
         + ("--archive {input.archive:q} " if DATASET_ARCHIVE else "")
-        + ("--path {input.images:q} " if IMAGES_PATH else "")
+        + ("--path {params.images:q} " if IMAGES_PATH else "")
         + "{params.args:q} --out {output.data:q} --info {output.info:q} > {log:q} 2>&1"
 
 
