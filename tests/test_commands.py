@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
+
 PINNED = ROOT / "tests/fixtures/commands"
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 

@@ -332,6 +332,7 @@ def snakemake(*args, cwd):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_dry_run_missing_archive_names_it(tmp_path, workflow_copy):
     archive = tmp_path / "nowhere" / "cifar-10-python.tar.gz"
     r = snakemake("-n", "--configfile", str(cifar_config(tmp_path, archive)), cwd=workflow_copy)
@@ -342,6 +343,7 @@ def test_dry_run_missing_archive_names_it(tmp_path, workflow_copy):
     assert "Missing input files for rule prepare_dataset" in out and str(archive) in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_archive_folder_without_cifar10_stops_before_any_job(tmp_path, workflow_copy):
     """A dataset.archive folder that holds no CIFAR-10 (here: the batches two folders down, and a half-extracted
     copy) is refused by the config check, in one line naming the folder and the missing batches; the loader searches
@@ -376,6 +378,7 @@ def test_archive_folder_without_cifar10_stops_before_any_job(tmp_path, workflow_
         assert_same(cifar10_dataset(good), expected)
 
 
+@pytest.mark.slow
 def test_dry_run_archive_and_subset_flags(tmp_path, workflow_copy):
     archive = tmp_path / "a dir" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()

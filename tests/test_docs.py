@@ -36,6 +36,7 @@ def svg_graph(svg: Path) -> tuple[set[str], set[tuple[str, str]]]:
     return nodes, edges
 
 
+@pytest.mark.slow
 def test_dag_picture_matches_the_workflow():
     r = subprocess.run([sys.executable, "-m", "snakemake", "--rulegraph"], cwd=ROOT, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
+
 EDM = ROOT / "third_party" / "edm"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
 

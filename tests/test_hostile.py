@@ -28,6 +28,8 @@ import aot.data.cifar10_layout
 from aot.config.checks import check_config
 from aot.config.yamlio import DEFAULT_SCHEMA, ConfigError, load_yaml
 
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
+
 # The list: word splitting, command separators, command substitution, quotes, and paths out of results/.
 HOSTILE = ["a b", "x;touch HACK", "$(touch HACK)", "`touch HACK`", "'q'", '"dq"', "..", "../escape"]
 # Refused for every string key: control characters (a newline would split a printed command, a log line).

@@ -414,6 +414,7 @@ def wf(tmp_path):
     return copy_workflow(tmp_path / "wf")
 
 
+@pytest.mark.slow
 def test_prepared_once_read_only_and_re_prepared_when_the_source_changes(tmp_path, wf):
     images = random_images(8, size=8)
     folder = write_folder(tmp_path / "my images", {f"{c}/{i}.png": png_bytes(a) for i, a in enumerate(images)
@@ -457,6 +458,7 @@ def test_prepared_once_read_only_and_re_prepared_when_the_source_changes(tmp_pat
     assert "prepare_dataset" in r.stdout, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_bad_source_stops_before_any_job_or_in_prepare(tmp_path, wf):
     src, _ = BAD["empty class folder"][0](tmp_path)
     flags = ["--configfile", "config/digits-images.yaml", "--config", f"dataset={{path: {src}}}"]
@@ -477,6 +479,7 @@ def test_bad_source_stops_before_any_job_or_in_prepare(tmp_path, wf):
 HOSTILE_DIR = "my $(touch HACK) `touch HACK`;touch HACK 'q' \"dq\""
 
 
+@pytest.mark.slow
 def test_fid_reference_of_the_prepared_images_at_a_hostile_path(tmp_path, wf):
     """fid_ref: dataset (the images source's default) on Inception stand-in features of the prepared images, read
     from a folder whose name is a shell attack: the quoted commands run, nothing else is written."""

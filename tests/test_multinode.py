@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from conftest import ENV, ROOT
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
 from aot.data.datasets import save_dataset
 from aot.data.sources import digits_dataset
+
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
 
 LAUNCHER = ROOT / "workflow" / "scripts" / "torchrun-nodes"
 

@@ -18,6 +18,8 @@ from aot.data.datasets import save_dataset
 from aot.data.sources import digits_dataset
 from aot.training.loop import train
 
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
+
 POOL = 64
 SPEC = json.dumps(dict(pairing="aot", cond=True, network=TINY_NET, kimg=4.096, batch=32, pool=POOL, lr=2e-3,
                        lr_rampup_kimg=0.1, ema_halflife_kimg=0.05, tick_kimg=0.064, state_kimg=100.0))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from slurm_cluster import gpus_requested, parse_fields, slurm_cluster_fixture  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
 
 
 def test_parse_fields_and_gpus():

@@ -79,6 +79,7 @@ def test_extend_training_resumes_exactly(tmp_path, digits):
     assert json.loads((tmp_path / "b.json").read_text())["kimg"] == pytest.approx(0.256)
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_is_bit_identical(tmp_path, digits):
     """A run killed (SIGKILL) after its first state dump and restarted ends with the same weights."""
     data = tmp_path / "d.npz"
@@ -106,6 +107,7 @@ def test_sigkill_and_restart_is_bit_identical(tmp_path, digits):
     assert_same_weights(tmp_path / "ref.pt", tmp_path / "killed.pt")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_and_resume(tmp_path, digits):
     """torchrun with 2 CPU processes (gloo): trains, and extending a finished run resumes bit-identically."""
     data = tmp_path / "d.npz"

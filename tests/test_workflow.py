@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import ENV, ROOT, SMK, copy_workflow
 
+pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
+
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 
 
