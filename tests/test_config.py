@@ -1,6 +1,7 @@
 """Config checking: every shipped config is valid; a wrong key or value is one line naming it."""
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -590,10 +591,16 @@ def test_fp16_reaches_the_spec_only_when_given():
     assert {k: train_spec(cfg, "aot-cond")[k] for k in ("fp16", "loss_scaling")} == {"fp16": True, "loss_scaling": 100}
 
 
-def test_one_home_for_the_sampler_noise_range():
-    """sigma_min / sigma_max: the schema's defaults are EDM's, the constants every sampler function and CLI flag uses."""
-    from aot.sampling.samplers import SIGMA_MAX, SIGMA_MIN
+def test_one_home_for_shared_defaults():
+    """sigma_min / sigma_max, test_fraction and knn_k: the schema's defaults are EDM's / ours as aot.core.defaults
+    holds them, and no other module of aot writes the number again."""
+    from aot.core.defaults import KNN_K, SIGMA_MAX, SIGMA_MIN, TEST_FRACTION
 
-    sample = load_yaml(DEFAULT_SCHEMA)["properties"]["sample"]["properties"]
+    schema = load_yaml(DEFAULT_SCHEMA)["properties"]
+    sample = schema["sample"]["properties"]
     assert (sample["sigma_min"]["default"], sample["sigma_max"]["default"]) == (SIGMA_MIN, SIGMA_MAX) == (0.002, 80.0)
-    assert not [p for p in (ROOT / "aot").rglob("*.py") if "0.002" in p.read_text() and p.name != "samplers.py"]
+    assert check_config(load())["dataset"]["test_fraction"] == TEST_FRACTION == 0.2
+    assert resolve_config(None, {})["arms"]["aot"].get("knn_k", KNN_K) == KNN_K == 8
+    for number in ("0.002", "80.0", "test_fraction: float = 0.2", "knn_k: int = 8", '"knn_k", 8'):
+        homes = [p.relative_to(ROOT) for p in (ROOT / "aot").rglob("*.py") if number in p.read_text()]
+        assert homes in ([], [Path("aot/core/defaults.py")]), (number, homes)

@@ -26,7 +26,7 @@ from aot.cli.stages import (
     cmd_train_disc,
     cmd_trajectory,
 )
-from aot.sampling.samplers import SIGMA_MAX, SIGMA_MIN
+from aot.core.defaults import SIGMA_MAX, SIGMA_MIN, TEST_FRACTION
 
 
 def _seed_range(text: str) -> range:
@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
                    help="images: a folder or .zip of images (EDM dataset_tool.py output, or one subfolder per class)")
     s.add_argument("--resolution", type=int, default=None,
                    help="images: center-crop and LANCZOS-resize every image to RxR (default: their own size)")
-    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--test-fraction", type=float, default=TEST_FRACTION)
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--subset", type=int, default=None,
                    help="keep N training images, N/num_classes per class (dataset.subset; default: all)")

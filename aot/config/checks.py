@@ -20,6 +20,7 @@ from aot.config.experiment import (
     model_names,
 )
 from aot.config.yamlio import DEFAULT_SCHEMA, ConfigError, is_number, load_yaml
+from aot.core.defaults import KNN_K
 from aot.data.cifar10_layout import CIFAR10_BATCHES, CIFAR10_FOLDER, cifar10_batch_files
 
 
@@ -199,7 +200,7 @@ def semantic_errors(cfg: dict) -> list[str]:
     specs = {}  # two arms that would train the very same network
     for name, arm in cfg["arms"].items():
         if "checkpoints" not in arm:
-            key = (arm["pairing"], arm.get("knn_k", 8), arm.get("block", t["pool"]), arm.get("seed", t["seed"]))
+            key = (arm["pairing"], arm.get("knn_k", KNN_K), arm.get("block", t["pool"]), arm.get("seed", t["seed"]))
             if key in specs:
                 out.append(f"arms.{name}: trains the same network as arms.{specs[key]} (same pairing, block and "
                            f"seed); give it another seed or remove it")

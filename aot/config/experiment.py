@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aot.core.defaults import TEST_FRACTION
+
 # Image shape and classes of each dataset source (what the networks are built for), known before any data exists.
 SOURCE_SHAPES = {"digits": dict(channels=1, resolution=8), "cifar10": dict(channels=3, resolution=32),
                  "synthetic": dict(channels=3, resolution=32)}
@@ -17,10 +19,10 @@ DATASET_CLASSES = 10  # every built-in source has 10 classes (an images source: 
 
 # Keys of ``dataset`` that only some sources read, with their defaults there (CIFAR-10 has an official split).
 DATASET_SOURCE_KEYS = {
-    "digits": {"test_fraction": 0.2, "split_seed": 0},
+    "digits": {"test_fraction": TEST_FRACTION, "split_seed": 0},
     "synthetic": {"split_seed": 0},
     "cifar10": {"archive": None},
-    "images": {"path": None, "resolution": None, "channels": None, "num_classes": None, "test_fraction": 0.2,
+    "images": {"path": None, "resolution": None, "channels": None, "num_classes": None, "test_fraction": TEST_FRACTION,
                "split_seed": 0},
 }
 

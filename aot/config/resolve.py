@@ -20,6 +20,7 @@ from aot.config.yamlio import (
     merge_config,
     typed_cli_overrides,
 )
+from aot.core.defaults import KNN_K
 from aot.core.names import ModelName
 
 # ----------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def train_spec(cfg: dict, model: str) -> dict:
     # The process count is the launcher's; fp32 (the default) is left out so that runs made before the key keep
     # their folders.
     spec = {k: v for k, v in t.items() if k not in ("gpus", "nodes") and not (k == "precision" and v == "fp32")}
-    spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", 8), cond=(cond == "cond"),
+    spec.update(pairing=arm["pairing"], knn_k=arm.get("knn_k", KNN_K), cond=(cond == "cond"),
                 arch=cfg["network"]["arch"], network=network_spec(cfg))
     if "seed" in arm:
         spec["seed"] = arm["seed"]

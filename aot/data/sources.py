@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from aot.core.checkpoint import atomic_write_bytes
+from aot.core.defaults import TEST_FRACTION
 from aot.data.cifar10 import cifar10_dataset
 from aot.data.datasets import Dataset, stratified_split
 
 
-def digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def digits_dataset(test_fraction: float = TEST_FRACTION, seed: int = 0) -> Dataset:
     """scikit-learn's 1797 real 8x8 handwritten digits (UCI optdigits test set), 0..16 -> uint8 0..255."""
     from sklearn.datasets import load_digits
 
@@ -28,7 +29,7 @@ def digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset(images[tr], labels[tr], images[te], labels[te], meta)
 
 
-def images_dataset(path: str | Path, resolution: int | None = None, test_fraction: float = 0.2,
+def images_dataset(path: str | Path, resolution: int | None = None, test_fraction: float = TEST_FRACTION,
                    seed: int = 0) -> Dataset:
     """A folder or ``.zip`` of images (:mod:`aot.data.images`), decoded in sorted order and split per class.
 

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 
 from aot.core.checkpoint import atomic_write_bytes, write_json
+from aot.core.defaults import SIGMA_MAX, SIGMA_MIN
 from aot.core.samples import save_grid
 from aot.data.datasets import to_uint8
 from aot.sampling.samplers import (
-    SIGMA_MAX,
-    SIGMA_MIN,
     Denoiser,
     heun_sample,
     heun_solve,

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aot.core.defaults import SIGMA_MAX, SIGMA_MIN
 from aot.data.datasets import to_uint8
 from aot.sampling.samplers import (
-    SIGMA_MAX,
-    SIGMA_MIN,
     edm_churn_gammas,
     heun_sample,
     karras_sigmas,

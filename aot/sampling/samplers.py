@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-SIGMA_MIN = 0.002  # EDM's noise range of the sampler (its generate.py; config sample.sigma_min/max defaults)
-SIGMA_MAX = 80.0
+from aot.core.defaults import SIGMA_MAX, SIGMA_MIN
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aot.core.defaults import KNN_K
 from aot.training.assignment import Solver, block_costs, check_permutation, resolve_solver
 
 METHODS: tuple[str, ...] = ("none", "aot", "aot-sq", "immiscible", "knn")
@@ -82,7 +83,7 @@ class Pairing:
     solve_seconds: float  # time in the assignment solver(s)
 
 
-def noise_shape(method: str, images_shape: tuple[int, ...], knn_k: int = 8) -> tuple[int, ...]:
+def noise_shape(method: str, images_shape: tuple[int, ...], knn_k: int = KNN_K) -> tuple[int, ...]:
     """Shape of the i.i.d. N(0, I) noise the caller must draw: ``images_shape``, or (knn_k, *images_shape)."""
     _check_method(method)
     if method != "knn":

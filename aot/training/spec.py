@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from aot.core.defaults import KNN_K
+
 
 @dataclass
 class TrainSpec:
@@ -29,7 +31,7 @@ class TrainSpec:
     fp16: bool = False  # EDM --fp16: the backbone runs in float16 on CUDA (float32 weights, optimizer and EMA)
     loss_scaling: float = 1.0  # EDM --ls: the loss is multiplied by this before backward (not undone: Adam is
     #                            invariant to a constant gradient scale up to its eps, as in EDM)
-    knn_k: int = 8  # knn: candidate noises per image
+    knn_k: int = KNN_K  # knn: candidate noises per image
     lr: float = 1e-3
     lr_rampup_kimg: float = 10000.0
     ema_halflife_kimg: float = 500.0
