@@ -78,3 +78,20 @@ def digits():
     from aot.data.sources import digits_dataset
 
     return digits_dataset()
+
+
+def metric(model, pairing, rho, steps, value, seeds=(0, 999)):
+    """A metrics JSON as the evaluate stage writes it (featnet FD ``value`` at one setting)."""
+    # value_std: a recognisable function of the value, so the tests can tell which row's std landed in a cell
+    return dict(model=model, pairing=pairing, rho=rho, steps=steps, nfe=2 * steps - 1, num_images=1000,
+                seed_first=seeds[0], seed_last=seeds[1], cond=model.endswith("-cond"),
+                scores={"featnet": dict(metric="FD (featnet-v1)", value=value, value_std=value / 100, kid=0.01)})
+
+
+def train_stats(model, pairing, seed, reduction, group_size=None, **over):
+    """A training summary (train.json) as the train stage writes it."""
+    s = dict(model=model, pairing=pairing, cond=model.endswith("-cond"), pool=512, kimg=1.0, mean_dist_paired=9.0,
+             mean_dist_independent=10.0, dist_reduction=reduction, solve_seconds_mean=0.004, wait_fraction=0.001,
+             seed=seed, block=group_size if pairing in ("aot", "aot-sq") else None, group_size=group_size, knn_k=8)
+    s.update(over)
+    return s

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import metric, train_stats
 
 from aot.eval.paired import COUPLING_COLUMNS, coupling_table
 from aot.report.figures import plot_coupling
@@ -18,8 +19,6 @@ def is_png(path) -> bool:
 @pytest.fixture
 def coupling_csv(tmp_path):
     """A coupling table with two seeds at 35 NFE (straightness there) and one seed at 15 NFE, uncond and cond."""
-    from test_tables import metric, train_stats
-
     metrics, stats = [], []
     for model, pairing, seed, red, N, fd in (("edm-uncond", "none", 0, 0.0, None, 5.0),
                                              ("edms1-uncond", "none", 1, 0.0, None, 5.2),
@@ -59,7 +58,6 @@ def test_coupling_figure_without_straightness(tmp_path, coupling_csv):
 
 
 def test_figures_stage_writes_the_coupling_figures_only_when_given_the_table(tmp_path, coupling_csv):
-    from test_tables import metric
 
     from aot.__main__ import main
 
@@ -71,3 +69,40 @@ def test_figures_stage_writes_the_coupling_figures_only_when_given_the_table(tmp
     assert main(["figures", "--metrics", str(m), "--coupling", str(coupling_csv), "--out-dir",
                  str(tmp_path / "with")]) == 0
     assert is_png(tmp_path / "with/coupling.png") and is_png(tmp_path / "with/coupling-straightness.png")
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures the plot functions draw, kept open instead of written, to read back what they plot."""
+    import aot.report.figures as figures
+
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figs.append(fig))
+    return figs
+
+
+def test_score_vs_nfe_plots_the_best_score_over_rho_at_each_nfe(captured):
+    from aot.report.figures import plot_score_vs_nfe
+    from aot.report.tables import score_table
+
+    rows = [metric("aot-uncond", "aot", rho, steps, fd) for rho, steps, fd in
+            ((7, 18, 4.0), (90, 18, 3.5), (7, 8, 9.0), (81, 8, 8.0), (243, 8, 8.5))]
+    rows += [metric("edm-uncond", "none", 7, 18, 5.0), metric("edm-uncond", "none", 7, 8, 10.0)]
+    plot_score_vs_nfe(score_table(rows), "unused.png")
+    (ax,) = captured[0].axes
+    lines = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers}
+    # min over rho per NFE, written out by hand: AOT 35 NFE -> 3.5 (rho 90), 15 NFE -> 8.0 (rho 81)
+    assert lines == {"aot": ([15, 35], [8.0, 3.5]), "edm": ([15, 35], [10.0, 5.0])}
+
+
+def test_loss_figure_plots_every_tick_of_every_model(captured):
+    from aot.report.figures import plot_loss
+
+    ticks = [dict(kimg=0.5 * (i + 1), loss=1.0 / (i + 1), dist_paired=10.0 - i) for i in range(3)]
+    plot_loss([dict(model="aot-uncond", ticks=ticks), dict(model="edm-uncond", ticks=ticks[:2]),
+               dict(model="empty-uncond", ticks=[])], "unused.png")
+    loss, dist = captured[0].axes
+    got = {line.get_label(): list(line.get_ydata()) for line in loss.get_lines()}
+    assert got == {"aot-uncond": [1.0, 0.5, 1 / 3], "edm-uncond": [1.0, 0.5]}
+    assert [list(line.get_xdata()) for line in dist.get_lines()] == [[0.5, 1.0, 1.5], [0.5, 1.0]]
+    assert [list(line.get_ydata()) for line in dist.get_lines()] == [[10.0, 9.0, 8.0], [10.0, 9.0]]

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
+from conftest import metric, train_stats
 
 from aot.report.paper import TABLE4, TABLE4_RHOS, paper_fid
 from aot.report.tables import (
@@ -18,13 +19,6 @@ from aot.report.tables import (
     trajectory_table,
 )
 from aot.report.writers import to_latex, to_markdown
-
-
-def metric(model, pairing, rho, steps, value, seeds=(0, 999)):
-    # value_std: a recognisable function of the value, so the tests can tell which row's std landed in a cell
-    return dict(model=model, pairing=pairing, rho=rho, steps=steps, nfe=2 * steps - 1, num_images=1000,
-                seed_first=seeds[0], seed_last=seeds[1], cond=model.endswith("-cond"),
-                scores={"featnet": dict(metric="FD (featnet-v1)", value=value, value_std=value / 100, kid=0.01)})
 
 
 @pytest.fixture
@@ -337,14 +331,6 @@ def test_tables_config_must_be_a_mapping(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------
 # Coupling strength: each model against the EDM arm of its own training seed, averaged over seeds.
-
-
-def train_stats(model, pairing, seed, reduction, group_size=None, **over):
-    s = dict(model=model, pairing=pairing, cond=model.endswith("-cond"), pool=512, kimg=1.0, mean_dist_paired=9.0,
-             mean_dist_independent=10.0, dist_reduction=reduction, solve_seconds_mean=0.004, wait_fraction=0.001,
-             seed=seed, block=group_size if pairing in ("aot", "aot-sq") else None, group_size=group_size, knn_k=8)
-    s.update(over)
-    return s
 
 
 @pytest.fixture
