@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.functional import silu
 
-from aot.models.layers import Conv2d, GroupNorm, Linear, PositionalEmbedding
+from aot.models.layers import Conv2d, GroupNorm, Linear, PositionalEmbedding, check_levels
 
 # ADM initialisation (EDM ``DhariwalUNet``): kaiming_uniform x sqrt(1/3) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
 # weights and biases (PyTorch's default layers, as guided-diffusion has them); output layers start at zero.
@@ -73,10 +73,8 @@ class DhariwalUNet(torch.nn.Module):
                  channel_mult_emb: int = 4, num_blocks: int = 3, attn_resolutions: Sequence[int] = (32, 16, 8),
                  dropout: float = 0.10, label_dropout: float = 0.0):
         super().__init__()
+        check_levels(img_resolution, channel_mult)
         levels = len(channel_mult)
-        if levels < 1 or img_resolution % 2 ** (levels - 1):
-            raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{levels - 1} "
-                             f"for channel_mult {tuple(channel_mult)}")
         self.img_resolution = img_resolution
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -220,3 +220,11 @@ DECODER_TYPES = ("standard", "skip")
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(choices)}")
+
+
+def check_levels(img_resolution: int, channel_mult: Sequence[int]) -> None:
+    """A U-Net with len(channel_mult) levels halves the image len - 1 times: the resolution must allow it."""
+    levels = len(channel_mult)
+    if levels < 1 or img_resolution % 2 ** (levels - 1):
+        raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{levels - 1} "
+                         f"for channel_mult {tuple(channel_mult)}")

@@ -28,6 +28,7 @@ from aot.models.layers import (
     Linear,
     UNetBlock,
     check_choice,
+    check_levels,
 )
 from aot.models.presets import (  # EDM presets as plain data (the config resolver reads them)
     ARCH_BACKBONES,
@@ -48,10 +49,8 @@ class SongUNet(torch.nn.Module):
         check_choice("embedding_type", embedding_type, tuple(NOISE_EMBEDDINGS))
         check_choice("encoder_type", encoder_type, ENCODER_TYPES)
         check_choice("decoder_type", decoder_type, DECODER_TYPES)
+        check_levels(img_resolution, channel_mult)
         levels = len(channel_mult)
-        if levels < 1 or img_resolution % 2 ** (levels - 1):
-            raise ValueError(f"img_resolution {img_resolution} is not divisible by 2^{levels - 1} "
-                             f"for channel_mult {tuple(channel_mult)}")
         self.img_resolution = img_resolution
         self.in_channels = in_channels
         self.out_channels = out_channels
