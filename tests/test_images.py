@@ -567,3 +567,17 @@ def test_a_declared_shape_stands_in_for_missing_images_and_is_checked_against_pr
                                  "dataset.channels or remove it")
     cfg["dataset"].update(channels=3, num_classes=2)
     check_config(cfg)
+
+
+def test_declared_zero_classes_is_an_unlabeled_source(tmp_path):
+    """num_classes: 0 is how a config says 'unlabeled' (config/ffhq64-uncond.yaml): an unlabeled folder matches it,
+    a labelled one does not."""
+    flat = write_folder(tmp_path / "flat", _good(tmp_path, 4))
+    cfg = images_config(flat, conditioning=["uncond"], evaluate={"metrics": ["inception"], "fid_block": 4})
+    cfg["dataset"].update(num_classes=0)
+    check_config(cfg)
+    classes = write_folder(tmp_path / "cls", {f"{c}/{i}.png": png_bytes(a) for c in "ab"
+                                              for i, a in enumerate(random_images(3))})
+    cfg["dataset"].update(path=str(classes))
+    assert config_error(cfg) == (f"config error: dataset.num_classes: 0 declared, but {classes} has 2; correct "
+                                 "dataset.num_classes or remove it")

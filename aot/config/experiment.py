@@ -65,10 +65,12 @@ def image_source_info(d: dict) -> dict:
     shape = probe_shape(listing, d.get("resolution"))
     info = dict(shape, num_classes=listing.num_classes, labeled=listing.labeled,
                 fingerprint=None if generated else listing.fingerprint)
+    found = dict(channels=info["channels"], num_classes=info["num_classes"] if info["labeled"] else 0)  # 0: unlabeled
     for key in ("channels", "num_classes"):
-        if declared[key] is not None and declared[key] != info[key]:
+        if declared[key] is not None and declared[key] != found[key]:
             raise ValueError(f"config error: dataset.{key}: {declared[key]} declared, but {d['path']} has "
-                             f"{info[key]}; correct dataset.{key} or remove it")
+                             f"{found[key]}{' (unlabeled)' if key == 'num_classes' and not found[key] else ''}; "
+                             f"correct dataset.{key} or remove it")
     return info
 
 
