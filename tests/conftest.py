@@ -72,6 +72,19 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def run_shipped_config(dest: Path, configfile: str, overrides: list[str], timeout: int = 1800) -> str:
+    """Run ``configfile`` with ``--config overrides`` through a private copy of the workflow in ``dest`` (2 cores,
+    commands printed); on failure, the assertion shows Snakemake's stderr and the failed jobs' logs. Returns the
+    output."""
+    copy_workflow(dest)
+    r = run_snakemake(["--cores", "2", "-p", "--configfile", configfile, "--config", *overrides], cwd=dest,
+                      timeout=timeout)
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((dest / "results").rglob("*.log"))
+                     if r.returncode and "Error" in p.read_text())
+    assert r.returncode == 0, r.stderr[-4000:] + logs[-6000:]
+    return r.stdout + r.stderr
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits in the project's Dataset format (read once per test run)."""

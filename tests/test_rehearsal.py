@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from cifar_archive import write_cifar10_archive
-from conftest import ENV, copy_workflow
+from conftest import run_shipped_config
 from fakes import write_fake_inception, write_random_adm_classifier
 
 from aot.core.checkpoint import load_checkpoint
@@ -71,14 +69,7 @@ def rehearsal(request, assets, tmp_path_factory):
     """Copy the workflow and run the shipped paper config through the real Snakefile."""
     cond = request.param
     d = tmp_path_factory.mktemp(f"rehearsal-{cond}")
-    copy_workflow(d)
-    args = [sys.executable, "-m", "snakemake", "--cores", "2", "-p", "--configfile", f"config/cifar10-{cond}.yaml",
-            "--config", *size_overrides(cond, assets)]
-    r = subprocess.run(args, cwd=d, env=ENV, capture_output=True, text=True, timeout=1800)
-    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((d / "results").rglob("*.log"))
-                     if r.returncode and "Error" in p.read_text())
-    assert r.returncode == 0, r.stderr[-4000:] + logs[-6000:]
-    return cond, d, r.stdout + r.stderr
+    return cond, d, run_shipped_config(d, f"config/cifar10-{cond}.yaml", size_overrides(cond, assets))
 
 
 def test_trained_networks_are_the_papers(rehearsal):

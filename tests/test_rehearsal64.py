@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ENV, copy_workflow
+from conftest import run_shipped_config
 from fakes import write_fake_inception
 from PIL import Image
 
@@ -91,13 +89,7 @@ def rehearsal(request, assets, tmp_path_factory):
     """Copy the workflow and run the shipped 64x64 config through the real Snakefile."""
     exp = request.param
     d = tmp_path_factory.mktemp(f"rehearsal-{exp}")
-    copy_workflow(d)
-    args = [sys.executable, "-m", "snakemake", "--cores", "2", "-p", "--configfile", f"config/{exp}.yaml",
-            "--config", *overrides(exp, assets)]
-    r = subprocess.run(args, cwd=d, env=ENV, capture_output=True, text=True, timeout=1800)
-    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((d / "results").rglob("*.log"))
-                     if r.returncode and "Error" in p.read_text())
-    assert r.returncode == 0, r.stderr[-4000:] + logs[-6000:]
+    run_shipped_config(d, f"config/{exp}.yaml", overrides(exp, assets))
     return exp, d
 
 
