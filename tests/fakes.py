@@ -49,13 +49,13 @@ def write_fake_inception(path: str | Path) -> Path:
     return path
 
 
-def write_random_adm_classifier(path: str | Path, seed: int = 0) -> Path:
-    """DG's ADM 32x32 classifier (47.8M parameters, DG's key names) with seeded random weights, as a plain
-    state_dict file in place of ``32x32_classifier.pt``."""
-    from aot.models.adm import ADM_CLASSIFIER_32, EncoderUNet
+def write_random_adm_classifier(path: str | Path, seed: int = 0, extractor: str = "adm32") -> Path:
+    """The ADM classifier of ``guidance.extractor`` (adm32: DG's 47.8M parameters; adm64: guided-diffusion's 65.4M),
+    with its key names and seeded random weights, as a plain state_dict file in place of the released file."""
+    from aot.models.adm import ADM_CLASSIFIERS, EncoderUNet
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    torch.save(EncoderUNet(**ADM_CLASSIFIER_32).state_dict(), path)
+    torch.save(EncoderUNet(**ADM_CLASSIFIERS[extractor]).state_dict(), path)
     return path

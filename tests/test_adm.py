@@ -6,6 +6,9 @@ CPU): alsdudrla10/DG @ 1a152b7a4e726a6937cd15e0a5a19ae2c88c118d (``classifier_li
   * adm_classifier32_keys.json: ``{model: {name: shape}}`` of the state_dicts of DG's
     ``load_classifier(None, 32, ...)`` ("adm_classifier_32", the module ``32x32_classifier.pt`` loads into) and
     ``load_discriminator(None, ..., condition=False/True)`` ("dg_head", "dg_head_cond").
+  * adm_classifier64_keys.json: ``{name: shape}`` of DG's ``load_classifier(None, 64, "cpu")`` (the module
+    guided-diffusion's ``64x64_classifier.pt`` loads into); openai/guided-diffusion @ 22e0df8 ``EncoderUNetModel``
+    with the arguments of its README's 64x64 classifier flags gives the same names, shapes and order.
   * adm_small.pt (plain tensors and numbers; loads with weights_only=True):
       - cases["encoder_cond" | "encoder_plain"]: our EncoderUNet kwargs (``config``), DG's EncoderUNetModel
         built from them, with every tensor (GroupNorm affine and the zero-initialised convs included) redrawn at
@@ -33,6 +36,7 @@ import torch
 
 from aot.models.adm import (
     ADM_CLASSIFIER_32,
+    ADM_CLASSIFIER_64,
     DG_HEAD,
     DG_HEAD_COND,
     EncoderUNet,
@@ -42,15 +46,18 @@ from aot.models.adm import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
-CONFIGS = {"adm_classifier_32": ADM_CLASSIFIER_32, "dg_head": DG_HEAD, "dg_head_cond": DG_HEAD_COND}
+CONFIGS = {"adm_classifier_32": ADM_CLASSIFIER_32, "adm_classifier_64": ADM_CLASSIFIER_64, "dg_head": DG_HEAD,
+           "dg_head_cond": DG_HEAD_COND}
 
 # Parameter counts of DG's own modules, obtained once by running DG @ 1a152b7 on CPU:
 #   sum(p.numel() for p in classifier_lib.load_classifier(None, 32, "cpu").parameters())          -> 47,771,112
 #   ... classifier_lib.load_discriminator(None, "cpu", condition=False).parameters()              ->  2,883,841
 #   ... classifier_lib.load_discriminator(None, "cpu", condition=True).parameters()               ->  3,395,841
+#   ... classifier_lib.load_classifier(None, 64, "cpu").parameters()                                -> 65,438,568
 # openai/guided-diffusion @ 22e0df8 EncoderUNetModel with the same (unconditional) kwargs gives the same counts.
 # The conditional head adds label_emb = nn.Embedding(1000, 512): 512,000 parameters.
-DG_PARAMS = {"adm_classifier_32": 47_771_112, "dg_head": 2_883_841, "dg_head_cond": 3_395_841}
+DG_PARAMS = {"adm_classifier_32": 47_771_112, "adm_classifier_64": 65_438_568, "dg_head": 2_883_841,
+             "dg_head_cond": 3_395_841}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +98,10 @@ def test_parameter_count_matches_dg(name, classifier):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_state_dict_keys_and_shapes_match_dg(name, classifier):
-    expected = json.loads((FIXTURES / "adm_classifier32_keys.json").read_text())[name]
+    if name == "adm_classifier_64":
+        expected = json.loads((FIXTURES / "adm_classifier64_keys.json").read_text())
+    else:
+        expected = json.loads((FIXTURES / "adm_classifier32_keys.json").read_text())[name]
     net = classifier if name == "adm_classifier_32" else EncoderUNet(**CONFIGS[name])
     ours = {k: list(v.shape) for k, v in net.state_dict().items()}
     assert sorted(set(ours) - set(expected)) == []
@@ -223,7 +233,8 @@ def test_load_state_dict_file_unwraps_and_rejects(tmp_path):
 
 
 @pytest.mark.skipif(not os.environ.get("AOT_DG_REPO"), reason="set AOT_DG_REPO to a DG checkout to run")
-def test_full_size_against_dg_checkout(monkeypatch):
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_full_size_against_dg_checkout(monkeypatch, resolution):
     monkeypatch.syspath_prepend(os.environ["AOT_DG_REPO"])
     for mod in [m for m in sys.modules if m == "classifier_lib" or m.startswith("guided_diffusion")]:
         monkeypatch.delitem(sys.modules, mod)
@@ -239,12 +250,13 @@ def test_full_size_against_dg_checkout(monkeypatch):
                 p.copy_(z / math.sqrt(p[0].numel()) if p.ndim > 1 else 0.3 * z + k.endswith("weight"))
         return ref.state_dict()
 
-    ref_clf = classifier_lib.load_classifier(None, 32, "cpu", eval=True)
+    ref_clf = classifier_lib.load_classifier(None, resolution, "cpu", eval=True)
     ref_head = classifier_lib.load_discriminator(None, "cpu", True, eval=True)
-    clf, head = EncoderUNet(**ADM_CLASSIFIER_32).eval(), EncoderUNet(**DG_HEAD_COND).eval()
+    config = {32: ADM_CLASSIFIER_32, 64: ADM_CLASSIFIER_64}[resolution]
+    clf, head = EncoderUNet(**config).eval(), EncoderUNet(**DG_HEAD_COND).eval()
     clf.load_state_dict(randomized(ref_clf), strict=True)
     head.load_state_dict(randomized(ref_head), strict=True)
-    x = torch.randn(2, 3, 32, 32, generator=g)
+    x = torch.randn(2, 3, resolution, resolution, generator=g)
     t = torch.tensor([0.05, 0.7])
     labels = torch.nn.functional.one_hot(torch.tensor([1, 8]), 10).float()  # DG passes CIFAR one-hots
     with torch.no_grad():

@@ -19,6 +19,8 @@ import torch
 from conftest import ROOT
 
 from aot.models.dg_assets import (
+    ADM64_URL,
+    CLASSIFIERS,
     CONFIG_KEY,
     FILE_NAME,
     FOLDER_ID,
@@ -234,3 +236,68 @@ def test_cli_success_prints_info_json(tmp_path, classifier_file):
     info = json.loads(r.stderr.strip().splitlines()[-1])
     assert info["path"] == "x/clf.pt" and info["downloaded"] is True
     assert (tmp_path / "x" / "clf.pt.sha256").read_text() == f"{info['sha256']}  clf.pt\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# adm64: guided-diffusion's 64x64_classifier.pt, one HTTPS file (torch.hub's downloader, faked here).
+
+
+@pytest.fixture(scope="module")
+def classifier64_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("src64") / "64x64_classifier.pt"
+    torch.save({k: torch.randn(()).expand(shape) for k, shape in expected_shapes("adm64").items()}, path)
+    return path
+
+
+def fake_https(monkeypatch, src: Path | None, calls: list):
+    def download_url_to_file(url, dst, progress=True):
+        calls.append(url)
+        Path(dst).write_bytes(b"partial")
+        if src is None:
+            raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
+        Path(dst).write_bytes(src.read_bytes())
+
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download_url_to_file)
+
+
+def test_adm64_is_guided_diffusions_64x64_classifier():
+    c = CLASSIFIERS["adm64"]
+    assert (c.file, c.resolution, c.channels, c.time, c.url) == ("64x64_classifier.pt", 64, 3, "cosine", ADM64_URL)
+    assert ADM64_URL == "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/64x64_classifier.pt"
+    fixture = json.loads((FIXTURES / "adm_classifier64_keys.json").read_text())  # DG's load_classifier(None, 64)
+    assert {k: list(v) for k, v in expected_shapes("adm64").items()} == fixture
+    assert sum(torch.Size(s).numel() for s in expected_shapes("adm64").values()) == 65_438_568
+
+
+def test_adm64_download_verify_and_sha256(tmp_path, monkeypatch, classifier64_file):
+    calls = []
+    fake_https(monkeypatch, classifier64_file, calls)
+    out = tmp_path / "resources" / "dg" / "64x64_classifier.pt"
+    info = fetch_dg_classifier(out, extractor="adm64")
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert calls == [ADM64_URL] and out.read_bytes() == classifier64_file.read_bytes()
+    assert info == dict(path=str(out), sha256=digest, url=ADM64_URL, bytes=out.stat().st_size, downloaded=True)
+    assert leftovers(out.parent) == ["64x64_classifier.pt", "64x64_classifier.pt.sha256"]
+    assert fetch_dg_classifier(out, extractor="adm64", download=False)["downloaded"] is False  # kept, no network
+    assert calls == [ADM64_URL]
+
+
+def test_adm64_offline_or_wrong_file_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, classifier_file):
+    out = tmp_path / "dg" / "64x64_classifier.pt"
+    fake_https(monkeypatch, None, [])
+    with pytest.raises(DGAssetError) as e:
+        fetch_dg_classifier(out, extractor="adm64")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("could not fetch guided-diffusion's ADM classifier 64x64_classifier.pt: "
+                                              f"downloading {ADM64_URL} failed (ConnectionError)")
+    assert f"put it at {out} " in msg and CONFIG_KEY in msg
+    assert leftovers(out.parent) == []
+    fake_https(monkeypatch, classifier_file, [])  # the 32x32 classifier under the 64x64 name: same names, other shapes
+    with pytest.raises(DGAssetError, match=r"refused \(64x64_classifier.pt is not the ADM 64x64 classifier"):
+        fetch_dg_classifier(out, extractor="adm64")
+    assert leftovers(out.parent) == []
+    with pytest.raises(ValueError, match="guidance.extractor: 'none' has no pretrained classifier"):
+        fetch_dg_classifier(out, extractor="none")

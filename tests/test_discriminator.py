@@ -127,6 +127,51 @@ def test_adm32_extractor_weights_are_checked_by_sha256(tmp_path):
         discriminator_from_ctor(ctor)
 
 
+def test_adm64_extractor_needs_64x64_rgb_and_reads_cosine_time(tmp_path):
+    """extractor adm64: guided-diffusion's 64x64 classifier (65.4M parameters, features 512x8x8, so DG's head), fed
+    the cosine schedule's time, as DG's get_grad_log_ratio at img_resolution 64."""
+    from aot.models.adm import ADM_CLASSIFIER_64, DG_HEAD
+
+    weights = tmp_path / "64x64_classifier.pt"
+    weights.write_bytes(b"only its sha256 is read by build_ctor")
+    ctor = build_ctor(spec(extractor="adm64", extractor_weights=str(weights), head={}), channels=3, resolution=64,
+                      num_classes=0)
+    assert ctor["extractor"] == ADM_CLASSIFIER_64 and ctor["time"] == "cosine"
+    assert ctor["head"] == dict(DG_HEAD, out_channels=1, num_classes=None)
+    with pytest.raises(ValueError, match="extractor=adm64 needs 3x64x64 images, the data is 3x32x32"):
+        build_ctor(spec(extractor="adm64", extractor_weights=str(weights)), channels=3, resolution=32, num_classes=10)
+    with pytest.raises(FileNotFoundError, match="64x64_classifier.pt .*--extractor adm64"):
+        build_ctor(spec(extractor="adm64", extractor_weights=str(tmp_path / "missing.pt")), channels=3,
+                   resolution=64, num_classes=0)
+    assert build_ctor(spec(), channels=1, resolution=8, num_classes=3)["time"] == "vp"
+
+
+@pytest.mark.parametrize("time", ["vp", "cosine"])
+def test_discriminator_feeds_the_mapped_time_to_extractor_and_head(time):
+    """A small extractor: logits == head(extractor.features(x, t'), t') with t' = tau (vp) or cosine_time(tau)."""
+    from aot.models.adm import DG_HEAD
+    from aot.models.discriminator import Discriminator
+    from aot.models.vp import cosine_time
+
+    ext = dict(image_size=16, in_channels=3, model_channels=32, out_channels=10, num_res_blocks=1,
+               attention_resolutions=[2], channel_mult=[1, 2], num_head_channels=32)
+    head = dict(DG_HEAD, image_size=8, in_channels=64, model_channels=32, num_head_channels=32, num_res_blocks=1)
+    torch.manual_seed(0)
+    disc = Discriminator(head, ext, time).eval()
+    with torch.no_grad():  # ADM zero-initialises its output convs: redraw every weight so that time matters
+        for p in disc.parameters():
+            p.copy_(0.2 * torch.randn_like(p))
+    x, tau = torch.randn(3, 3, 16, 16), torch.tensor([0.02, 0.3, 0.9])
+    t = cosine_time(tau) if time == "cosine" else tau
+    with torch.no_grad():
+        want = disc.head(disc.extractor.features(x, t), t).view(-1)
+        torch.testing.assert_close(disc(x, tau), want, rtol=0, atol=0)
+        if time == "cosine":  # the mapping matters: at the VP time itself the logits differ
+            assert not torch.allclose(disc(x, tau), disc.head(disc.extractor.features(x, tau), tau).view(-1))
+    with pytest.raises(ValueError, match="time='linear' is unknown; valid choices: vp, cosine"):
+        Discriminator(head, ext, "linear")
+
+
 def test_cli_train_disc_then_guided_sample_needs_disc(tmp_path):
     """`python -m aot sample --dg-weight` without `--disc` is refused in one line, before loading anything."""
     save_samples(tmp_path / "fake.npz", dict(images=np.zeros((4, 1, 8, 8), np.uint8), labels=np.full(4, -1),

@@ -37,6 +37,23 @@ def test_vp_time_of_sigma_inverts_the_ve_sigma_and_matches_the_spec_values():
     np.testing.assert_allclose(got.numpy(), [0.9335, 0.259, 0.027], atol=6e-4)  # docs/method.md §3.5
 
 
+def test_cosine_time_has_the_vp_signal_level():
+    """alpha_bar_cos(cosine_time(t)) = alpha(t)^2 with improved DDPM's schedule f(u) = cos^2((u + s)/(1 + s) pi/2),
+    alpha_bar_cos = f / f(0); t = 0 maps to 0, and the map is increasing."""
+    from aot.models.vp import COSINE_S, cosine_time
+
+    t = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
+    tc = cosine_time(t)
+
+    def f(u):
+        return torch.cos((u + COSINE_S) / (1 + COSINE_S) * math.pi / 2) ** 2
+
+    torch.testing.assert_close(f(tc) / f(torch.zeros((), dtype=torch.float64)), vp_alpha(t) ** 2, rtol=1e-12,
+                               atol=1e-15)
+    assert abs(tc[0].item()) < 1e-14 and bool((tc.diff() > 0).all()) and 0.99 < tc[-1].item() < 1.0
+    assert COSINE_S == 0.008  # DG's vpsde.s, improved DDPM's offset
+
+
 def test_importance_sampled_times_follow_beta_over_s_squared():
     """KS test against the CDF of the density beta(t) / s(t)^2 on [t_min, 1], integrated numerically."""
     t_min = 1e-5

@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 
 
+class DownloadError(FileNotFoundError):
+    """A download that failed; ``reason`` is the exception's type name (the message says what to do instead)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def download(url: str, cache_dir: str | Path) -> str:
     """Fetch ``url`` once into ``cache_dir`` (atomic); offline, one line says what to do instead."""
     dest = Path(cache_dir) / url.rstrip("/").rsplit("/", 1)[-1]
@@ -21,8 +29,8 @@ def download(url: str, cache_dir: str | Path) -> str:
         download_url_to_file(url, str(tmp), progress=sys.stderr.isatty())
     except Exception as e:  # offline clusters: say which file and where to put it
         tmp.unlink(missing_ok=True)
-        raise FileNotFoundError(f"could not download {url} ({type(e).__name__}); fetch it by hand and put it at "
-                                f"{dest}, or set the config's checkpoint entry to its local path") from None
+        raise DownloadError(f"could not download {url} ({type(e).__name__}); fetch it by hand and put it at {dest}, "
+                            "or set the config's checkpoint entry to its local path", type(e).__name__) from None
     tmp.replace(dest)
     return str(dest)
 

@@ -6,6 +6,8 @@ vendored by alsdudrla10/DG (commit 1a152b7), so that DG's released files load wi
 
 * ``32x32_classifier.pt``: the frozen ADM 32x32 classifier (:data:`ADM_CLASSIFIER_32`). DG uses only its
   feature map after the middle block, (B, 512, 8, 8), see :meth:`EncoderUNet.features`.
+* ``64x64_classifier.pt`` (openai/guided-diffusion): the ADM 64x64 classifier (:data:`ADM_CLASSIFIER_64`), which
+  DG's ``load_classifier`` builds for ``img_resolution=64``; its middle-block features are (B, 512, 8, 8) too.
 * ``discriminator_*.pt``: DG's trainable head on those features (:data:`DG_HEAD`, conditional variant with
   ``num_classes=1000``).
 
@@ -333,6 +335,13 @@ ADM_CLASSIFIER_32: dict = dict(image_size=32, in_channels=3, model_channels=128,
                                conv_resample=True, use_scale_shift_norm=True, resblock_updown=True, num_heads=1,
                                num_head_channels=64, pool="attention", num_classes=None, time_scale=999.0)
 
+# load_classifier(img_resolution=64): the same with channel_mult (1, 2, 3, 4) and attention rates 64//32, 64//16,
+# 64//8. The module openai/guided-diffusion's 64x64_classifier.pt (ImageNet 64x64, cosine schedule, 1000 steps) loads
+# into; its features after the middle block are (B, 512, 8, 8) as at 32x32, so DG's head is the same.
+ADM_CLASSIFIER_64: dict = {**ADM_CLASSIFIER_32, "image_size": 64, "attention_resolutions": [2, 4, 8],
+                           "channel_mult": [1, 2, 3, 4]}
+ADM_CLASSIFIERS: dict[str, dict] = {"adm32": ADM_CLASSIFIER_32, "adm64": ADM_CLASSIFIER_64}  # guidance.extractor
+
 # load_discriminator: image_size 8, in 512 (the classifier features), width 128, depth 2, channel_mult (1,),
 # out 1. Its attention string "32,16,8" gives rates (0, 0, 1) at image_size 8; only rate 1 exists, so every
 # ResBlock is followed by attention (2 heads of 64). Conditional: condition=True, num_class=1000 (DG's CIFAR-10
@@ -349,8 +358,8 @@ DG_HEAD_COND: dict = {**DG_HEAD, "num_classes": 1000}
 
 
 STATE_DICT_KIND = "state_dict (tensors only)"
-STATE_DICT_FIX = ("point guidance.extractor_weights at DG's 32x32_classifier.pt (rule fetch_dg_classifier "
-                  "downloads it)")
+STATE_DICT_FIX = ("point guidance.extractor_weights at the extractor's classifier file, DG's 32x32_classifier.pt or "
+                  "guided-diffusion's 64x64_classifier.pt (rule fetch_dg_classifier downloads it)")
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:

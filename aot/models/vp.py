@@ -1,11 +1,13 @@
 """DG's VP-SDE (Song et al. 2021): the diffusion a guidance discriminator is trained and read on.
 
 beta(t) = beta_0 + t (beta_1 - beta_0) on t in [0, 1] with beta_0 = 0.1, beta_1 = 20 (docs/method.md §3.4);
-x_t = alpha(t) x_0 + s(t) z; the VP time of an EDM sigma; DG's importance-sampled training times (closed forms,
-tested in tests/test_guidance.py).
+x_t = alpha(t) x_0 + s(t) z; the VP time of an EDM sigma; the cosine schedule's time of the same signal level; DG's
+importance-sampled training times (closed forms, tested in tests/test_guidance.py).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -16,6 +18,9 @@ BETA_1 = 20.0
 
 
 T_MIN = 1e-5  # smallest training time of the discriminator (DG)
+
+
+COSINE_S = 0.008  # offset s of the cosine schedule (Nichol & Dhariwal 2021; DG's vpsde.s)
 
 
 def integral_beta(t: torch.Tensor) -> torch.Tensor:
@@ -37,6 +42,17 @@ def vp_time_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
     """tau with sigma_VE = s(tau) / alpha(tau), i.e. B(tau) = ln(1 + sigma^2), solved for tau >= 0."""
     b = BETA_1 - BETA_0
     return (-BETA_0 + torch.sqrt(BETA_0**2 + 2.0 * b * torch.log1p(sigma**2))) / b
+
+
+def cosine_time(t: torch.Tensor) -> torch.Tensor:
+    """The cosine schedule's time of the same signal level as VP time ``t``: alpha_bar_cos(t_cos) = alpha(t)^2.
+
+    alpha_bar_cos(u) = f(u) / f(0), f(u) = cos^2((u + s) / (1 + s) pi / 2) (improved DDPM's schedule, with which
+    guided-diffusion's 64x64 models were trained), so t_cos = (1 + s) (2 / pi) arccos(sqrt(f(0)) alpha(t)) - s.
+    DG converts tau this way before its 64x64 classifier (classifier_lib ``compute_t_cos_from_t_lin``).
+    """
+    f0 = math.cos(COSINE_S / (1.0 + COSINE_S) * math.pi / 2.0)  # sqrt(f(0))
+    return (1.0 + COSINE_S) * 2.0 / math.pi * torch.arccos(f0 * vp_alpha(t)) - COSINE_S
 
 
 def _antiderivative(t: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@
 
 Network (docs/method.md §3.2-3.3): logits = head(features(x_vp, tau), tau[, class]). At paper scale the features
 are the frozen ADM 32x32 classifier's middle-block output (512 x 8 x 8, ``extractor="adm32"``, weights from DG's
-``32x32_classifier.pt``) and the head is DG's small ADM encoder. The embedded default has no pretrained
-extractor for 8x8 digits, so ``extractor="none"`` feeds the perturbed image to the head directly.
+``32x32_classifier.pt``) and the head is DG's small ADM encoder; at 64x64, ``extractor="adm64"`` reads features of
+the same shape from guided-diffusion's ``64x64_classifier.pt``, fed the cosine schedule's time
+(:mod:`aot.models.discriminator`). The embedded default has no pretrained extractor for 8x8 digits, so
+``extractor="none"`` feeds the perturbed image to the head directly.
 
 Training (docs/method.md §3.4, DG's train.py): real images (target 1) and the score model's samples (target 0),
 equally many, shuffled into batches; each batch is diffused by the VP-SDE at importance-sampled times,
@@ -37,12 +39,13 @@ from aot.core.artifacts import read_state
 from aot.core.checkpoint import atomic_write_bytes, save_checkpoint, write_json
 from aot.core.download import sha256_file
 from aot.data.datasets import Dataset, to_float
-from aot.models.adm import ADM_CLASSIFIER_32, DG_HEAD, DG_HEAD_COND
+from aot.models.adm import ADM_CLASSIFIERS, DG_HEAD, DG_HEAD_COND
+from aot.models.dg_assets import CLASSIFIERS
 from aot.models.discriminator import discriminator_from_ctor
 from aot.models.vp import T_MIN, perturb, sample_vp_time
 from aot.training.pairing import pair_noise
 
-EXTRACTORS = ("none", "adm32")
+EXTRACTORS = ("none", *ADM_CLASSIFIERS)  # none | adm32 | adm64
 PAIRINGS = ("none", "aot")
 
 # ----------------------------------------------------------------------------
@@ -50,30 +53,39 @@ PAIRINGS = ("none", "aot")
 
 
 def build_ctor(spec: DiscSpec, *, channels: int, resolution: int, num_classes: int) -> dict[str, Any]:
-    """Constructor arguments for ``spec`` on data of the given shape (plain data, saved in the checkpoint)."""
+    """Constructor arguments for ``spec`` on data of the given shape (plain data, saved in the checkpoint), with the
+    extractor's weights file and its sha256 (the file must exist)."""
+    ctor = network_ctor(spec, channels=channels, resolution=resolution, num_classes=num_classes)
+    if ctor["extractor"] is not None:
+        path = Path(spec.extractor_weights)
+        if not spec.extractor_weights or not path.is_file():
+            raise FileNotFoundError(
+                f"guidance.extractor_weights: ADM classifier weights not found at {str(path)!r}; download "
+                f"{CLASSIFIERS[spec.extractor].file} (python -m aot fetch-dg-classifier --extractor {spec.extractor}; "
+                "docs/method.md §3.7) and set the key to its path"
+            )
+        ctor.update(extractor_weights=str(path), extractor_sha256=sha256_file(path))
+    return ctor
+
+
+def network_ctor(spec: DiscSpec, *, channels: int, resolution: int, num_classes: int) -> dict[str, Any]:
+    """The network part of :func:`build_ctor`: head, extractor and time arguments (no file is read)."""
     if spec.extractor == "none":
         head = dict(DG_HEAD, image_size=resolution, in_channels=channels)
-        extractor = None
+        extractor, time = None, "vp"
     else:
-        head, extractor = dict(DG_HEAD), dict(ADM_CLASSIFIER_32)
+        head, extractor, clf = dict(DG_HEAD), dict(ADM_CLASSIFIERS[spec.extractor]), CLASSIFIERS[spec.extractor]
+        time = clf.time
         if (channels, resolution) != (extractor["in_channels"], extractor["image_size"]):
-            raise ValueError(f"extractor=adm32 needs 3x32x32 images, the data is {channels}x{resolution}x{resolution}")
+            raise ValueError(f"extractor={spec.extractor} needs {clf.channels}x{clf.resolution}x{clf.resolution} "
+                             f"images, the data is {channels}x{resolution}x{resolution}")
     head.update(spec.head)
     head["out_channels"] = 1
     if not spec.cond:
         head["num_classes"] = None
     elif "num_classes" not in spec.head:  # DG's conditional head embeds 1000 classes; ours the dataset's
         head["num_classes"] = DG_HEAD_COND["num_classes"] if extractor is not None else num_classes
-    ctor = dict(head=head, extractor=extractor, extractor_weights=None, extractor_sha256=None)
-    if extractor is not None:
-        path = Path(spec.extractor_weights)
-        if not spec.extractor_weights or not path.is_file():
-            raise FileNotFoundError(
-                f"guidance.extractor_weights: ADM classifier weights not found at {str(path)!r}; download DG's "
-                "32x32_classifier.pt (docs/method.md §3.7) and set the key to its path"
-            )
-        ctor.update(extractor_weights=str(path), extractor_sha256=sha256_file(path))
-    return ctor
+    return dict(head=head, extractor=extractor, extractor_weights=None, extractor_sha256=None, time=time)
 
 
 # ----------------------------------------------------------------------------
@@ -93,8 +105,8 @@ class DiscSpec:
     seed: int = 0
     num_data: int = 0  # real and fake images used, each; 0 = as many as both sets have
     t_min: float = T_MIN
-    extractor: str = "none"  # "none" | "adm32"
-    extractor_weights: str = ""  # DG's 32x32_classifier.pt when extractor == "adm32"
+    extractor: str = "none"  # "none" | "adm32" | "adm64"
+    extractor_weights: str = ""  # the classifier file: DG's 32x32_classifier.pt, guided-diffusion's 64x64_classifier.pt
     head: dict = field(default_factory=dict)  # overrides of aot.models.adm.DG_HEAD
     device: str = "cpu"
 
