@@ -60,6 +60,10 @@ def test_defaults_are_filled():
         (lambda c: c["guidance"]["runs"]["aot_dg"].update(pairing="knn"), "guidance.runs.aot_dg.pairing"),
         (lambda c: c["guidance"]["fakes"].update(seed_start=500), "guidance.fakes.seed_start: seeds 500.. overlap"),
         (lambda c: c["guidance"].update(extractor="adm32"), "guidance.extractor_weights: extractor adm32 needs"),
+        (lambda c: c["guidance"].update(extractor="adm64"), "guidance.extractor_weights: extractor adm64 needs the "
+                                                            "path of guided-diffusion's 64x64_classifier.pt"),
+        (lambda c: c["guidance"].update(extractor="adm64", extractor_weights="x.pt"),
+         "guidance.extractor: adm64 reads 3x64x64 images, the data is 1x8x8; use extractor: none"),
         (lambda c: c["guidance"].update(time_min=1.0), "guidance.time_min"),
         (lambda c: c["guidance"]["train"].update(batch=4000), "guidance.train.batch: 4000 is more than"),
         (lambda c: c["guidance"]["head"].update(channels=3), "guidance.head: Additional properties"),
@@ -297,6 +301,8 @@ def test_paper_config_resolves_to_the_paper_recipe(cond):
         s = g["disc_spec"]
         assert s["epochs"] == p["epochs"] and s["lr"] == 0.0003 and s["batch"] == 128 and s["weight_decay"] == 1e-7
         assert s["extractor"] == "adm32" and g["fake_images"] == 50_000 and g["real_images"] == 50_000
+        assert g["extractor_parameters"] == 47_771_112 and g["time"] == "vp"  # DG's 32x32 classifier, VP time
+        assert g["head_parameters"] == (3_395_841 if cond == "cond" else 2_883_841)
         assert g["sampler"]["weight"] == p["weight"] and g["sampler"]["boosting"] is p["boosting"]
 
 
@@ -537,7 +543,16 @@ def test_64x64_configs_resolve_to_edms_recipes(name):
     else:  # [README]: deterministic for FFHQ and AFHQv2
         assert stochastic == []
     assert cfg["evaluate"]["fid_ref"] == "dataset" and cfg["sample"]["num_images"] == 150_000
-    assert not d["guided"]
+    assert not d["guided"] and not cfg["guidance"]["enabled"]  # DG is off by default at 64x64 ...
+    # ... and switched on, it reads guided-diffusion's 64x64 classifier at the cosine schedule's time.
+    on = describe_config(resolve_config([ROOT / f"config/{name}.yaml"], parse_cli_config(["guidance={enabled: true}"])))
+    assert set(on["guided"]) == {f"{r}-{e['cond']}" for r in ("edm_dg", "aot_dg", "aot_dgaot")}
+    for g in on["guided"].values():
+        assert g["disc_spec"]["extractor"] == "adm64" and g["time"] == "cosine"
+        assert g["disc_spec"]["extractor_weights"] == "resources/dg/64x64_classifier.pt"
+        assert g["extractor_parameters"] == 65_438_568  # DG's load_classifier(None, 64) (tests/test_adm.py)
+        assert g["head_parameters"] == (3_395_841 if e["cond"] == "cond" else 2_883_841)  # DG's head
+        assert (g["sampler"]["rho"], g["sampler"]["steps"]) == (7, 40)
     # The coupling study's block axis: an arm assigning over groups of 32 pool images resolves here too.
     block = resolve_config([ROOT / f"config/{name}.yaml"],
                            parse_cli_config(["arms={aot32: {pairing: aot, block: 32}}"]))

@@ -7,8 +7,11 @@ unchanged except for sizes given with --config (a few images of training, tiny p
 written by the test (constant-colour 64x64 PNGs under 00000/img00000000.png, ... with a dataset.json): 1000
 labelled classes for ImageNet, two images of each so that the per-class assignment has something to pair and none
 is held out; 8 images with {"labels": null} for FFHQ. FID goes through clean-fid's legacy_tensorflow path with a
-stand-in TorchScript Inception against statistics of the prepared images. What is asserted comes from the jobs' own
-outputs: the saved networks, train.json and the tables.
+stand-in TorchScript Inception against statistics of the prepared images. FFHQ also runs Discriminator Guidance, which
+the shipped 64x64 configs leave off, switched on with ``guidance={enabled: true}``: the three Table 3 runs on the ADM
+64x64 classifier (65.4M parameters, seeded random weights in place of guided-diffusion's 64x64_classifier.pt) at the
+cosine schedule's time. ImageNet keeps it off, and its Table 3 cells must say why. What is asserted comes from the
+jobs' own outputs: the saved networks, train.json, the discriminators and the tables.
 
 Run alone: ``python -m pytest tests/test_rehearsal64.py``.
 """
@@ -26,9 +29,10 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_shipped_config
-from fakes import write_fake_inception
+from fakes import write_fake_inception, write_random_adm_classifier
 from PIL import Image
 
+from aot.core.checkpoint import load_checkpoint
 from aot.core.download import sha256_file
 from aot.models.denoiser import load_denoiser
 from aot.models.networks import count_parameters
@@ -37,9 +41,9 @@ pytestmark = pytest.mark.slow
 
 CONFIGS = {  # experiment -> what its networks must be
     "ffhq64-uncond": dict(cond="uncond", params=61_805_571, dropout=0.05, arch="ddpmpp", model_type="SongUNet",
-                          label_dim=0, fp16=False, classes=0, per_class=8, pool=2),
+                          label_dim=0, fp16=False, classes=0, per_class=8, pool=2, guided=True),
     "imagenet64-cond": dict(cond="cond", params=295_899_267, dropout=0.10, arch="adm", model_type="DhariwalUNet",
-                            label_dim=1000, fp16=True, classes=1000, per_class=2, pool=2000),
+                            label_dim=1000, fp16=True, classes=1000, per_class=2, pool=2000, guided=False),
 }
 
 
@@ -73,7 +77,12 @@ def overrides(exp: str, assets: dict[str, Path]) -> list[str]:
         "fid_block: 4, device: cpu}",
         "trajectory={settings: [{rho: 7, steps: 4}], num_images: 1, fine_steps: 4, ref_substeps: 1, ref_steps: 4, "
         "columns: 4}",
-    ]
+    ] + ([f"guidance={{enabled: true, runs: {GUIDED_RUNS}, fakes: {{num_images: 4}}, "
+          f"extractor_weights: '{assets['classifier64']}', train: {{epochs: 1, batch: 4, device: cpu}}}}"]
+         if c["guided"] else [])
+
+
+GUIDED_RUNS = "{" + ", ".join(f"{r}: {{steps: 4}}" for r in ("edm_dg", "aot_dg", "aot_dgaot")) + "}"  # rho 7 kept
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +90,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("assets64")
     out = {exp: write_dataset_zip(d / f"{exp}.zip", c["classes"], c["per_class"]) for exp, c in CONFIGS.items()}
     out["inception"] = write_fake_inception(d / "inception-2015-12-05.pt")
+    out["classifier64"] = write_random_adm_classifier(d / "64x64_classifier.pt", extractor="adm64")
     return out
 
 
@@ -137,13 +147,43 @@ def test_scores_are_inception_fid_and_tables_are_written(rehearsal):
     c = CONFIGS[exp]
     T = d / f"results/tables/{exp}"
     scores = pd.read_csv(T / "scores.csv")
-    assert len(scores) == 2  # edm, aot at rho7-steps4; guidance is off in the 64x64 configs
+    assert len(scores) == 2 + 3 * c["guided"]  # edm, aot at rho7-steps4 (+ the three guided models)
     assert scores["metric"].str.contains("FID").all() and scores["ours"].notna().all()
     assert (scores["samples"] == 4).all()
     for n in range(1, 6):
         assert (T / f"table{n}.md").exists()
+    table3 = pd.read_csv(T / "table3.csv")
+    assert len(table3) == 3  # the paper's three DG rows
+    if c["guided"]:  # every row has our guided score and the unguided one of the same model and seeds (FFHQ: uncond)
+        assert table3["ours_uncond"].notna().all() and table3["ours_unguided_uncond"].notna().all()
+    else:  # guidance off: every cell says why, and what turning it on would run
+        assert table3["ours_cond"].isna().all()
+        assert table3.note.str.contains("DG published its setting for 32x32 images only").all(), table3.note
+        assert table3.note.str.contains("64x64_classifier.pt").all()
     resolved = (d / f"results/{exp}/config.yaml").read_text()
     assert re.search(rf"^  arch: {c['arch']}$", resolved, re.M)
+
+
+PAIRINGS = {"edm_dg": "none", "aot_dg": "none", "aot_dgaot": "aot"}  # the discriminators' noise pairing
+
+
+def test_guidance_at_64x64_reads_the_adm64_classifier_at_cosine_time(rehearsal, assets):
+    exp, d = rehearsal
+    if not CONFIGS[exp]["guided"]:
+        pytest.skip(f"{exp} keeps guidance off (its Table 3 reasons are checked with its tables)")
+    R = d / f"results/{exp}"
+    for run, pairing in PAIRINGS.items():
+        ckpt = load_checkpoint(R / f"discriminators/{run}-uncond/discriminator.pt")
+        ext, head = ckpt["ctor"]["extractor"], ckpt["ctor"]["head"]
+        assert ext["image_size"] == 64 and ext["channel_mult"] == [1, 2, 3, 4]
+        assert ext["attention_resolutions"] == [2, 4, 8]
+        assert ckpt["ctor"]["time"] == "cosine"
+        assert ckpt["ctor"]["extractor_sha256"] == sha256_file(assets["classifier64"])
+        assert head["in_channels"] == 512 and head["image_size"] == 8 and head["num_classes"] is None
+        assert ckpt["config"]["extractor"] == "adm64" and ckpt["config"]["pairing"] == pairing
+        stats = json.loads((R / f"discriminators/{run}-uncond/train.json").read_text())
+        assert stats["parameters"] == 2_883_841 and np.isfinite(stats["final_loss"])  # DG's unconditional head
+        assert stats["images_per_class"] == 4  # 4 generated vs 4 of the 8 real images (as many of each)
 
 
 def test_ffhq_config_takes_an_unlabeled_zip(assets):

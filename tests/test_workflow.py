@@ -85,8 +85,23 @@ def test_paper_dry_run_trains_ncsnpp_without_dg_classifier(cond):
         assert s["kimg"] == 200000 and s["cond"] == (cond == "cond")
     assert r.stdout.count("torchrun --standalone --nnodes=1 --nproc_per_node=4 -m aot train") == 2  # 64 per GPU
     assert job_counts(r.stdout)["fetch_dg_classifier"] == 1
+    assert "python -m aot fetch-dg-classifier --extractor adm32 --out resources/dg/32x32_classifier.pt" in r.stdout
     epochs = {json.loads(m)["epochs"] for m in re.findall(r"-m aot train-disc .*?--spec '(\{.*?\})'", r.stdout)}
     assert epochs == {60 if cond == "uncond" else 250}
+
+
+def test_64x64_dry_run_with_guidance_fetches_the_adm64_classifier():
+    """The FFHQ 64x64 config with guidance switched on: one fetch of guided-diffusion's 64x64 classifier on the login
+    node, three discriminators reading it (extractor adm64), and their guided samples."""
+    r = run(["-n", "-p", "--forceall", "--configfile", "config/ffhq64-uncond.yaml", "--config",
+             "guidance={enabled: true}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = job_counts(r.stdout)
+    assert counts["fetch_dg_classifier"] == 1 and counts["train_discriminator"] == 3
+    assert "python -m aot fetch-dg-classifier --extractor adm64 --out resources/dg/64x64_classifier.pt" in r.stdout
+    specs = [json.loads(m) for m in re.findall(r"-m aot train-disc .*?--spec '(\{.*?\})'", r.stdout)]
+    assert len(specs) == 3 and all(s["extractor"] == "adm64" for s in specs)
+    assert {s["pairing"] for s in specs} == {"none", "aot"}
 
 
 def test_no_embedded_default_key_reaches_a_config_file(tmp_path):

@@ -27,6 +27,7 @@ from aot.cli.stages import (
     cmd_trajectory,
 )
 from aot.core.defaults import SIGMA_MAX, SIGMA_MIN, TEST_FRACTION
+from aot.models.dg_assets import CLASSIFIERS
 
 
 def _seed_range(text: str) -> range:
@@ -197,10 +198,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--key", default="ema", help="which network of the pickle")
     s.add_argument("--cache-dir", type=Path, default=Path("resources/checkpoints"))
 
-    s = stage("fetch-dg-classifier", cmd_fetch_dg_classifier, "Download DG's frozen ADM 32x32 classifier "
-              "(32x32_classifier.pt, Google Drive) with gdown, verify it loads into aot.models.adm's classifier, and write "
-              "it and <out>.sha256; a valid file already at --out is kept.")
+    s = stage("fetch-dg-classifier", cmd_fetch_dg_classifier, "Download the frozen ADM classifier Discriminator "
+              "Guidance reads features from (adm32: DG's 32x32_classifier.pt from Google Drive, with gdown; adm64: "
+              "guided-diffusion's 64x64_classifier.pt), verify it loads into aot.models.adm's classifier, and write it "
+              "and <out>.sha256; a valid file already at --out is kept.")
     s.add_argument("--out", required=True, type=Path, help="destination (the config's guidance.extractor_weights)")
+    s.add_argument("--extractor", default="adm32", choices=list(CLASSIFIERS), help="the config's guidance.extractor")
     s.add_argument("--progress", action="store_true", help="show gdown's progress on stderr")
 
     s = stage("fetch-inception", cmd_fetch_inception, "Download clean-fid's TF-Inception weights "

@@ -174,7 +174,7 @@ def cmd_import(a) -> None:
 def cmd_fetch_dg_classifier(a) -> None:
     from aot.models.dg_assets import fetch_dg_classifier
 
-    print(json.dumps(fetch_dg_classifier(a.out, quiet=not a.progress)), file=sys.stderr)
+    print(json.dumps(fetch_dg_classifier(a.out, extractor=a.extractor, quiet=not a.progress)), file=sys.stderr)
 
 
 def cmd_fetch_inception(a) -> None:

@@ -22,6 +22,7 @@ from aot.config.experiment import (
 from aot.config.yamlio import DEFAULT_SCHEMA, ConfigError, is_number, load_yaml
 from aot.core.defaults import KNN_K
 from aot.data.cifar10_layout import CIFAR10_BATCHES, CIFAR10_FOLDER, cifar10_batch_files
+from aot.models.dg_assets import CLASSIFIERS
 
 
 def _fill_defaults(node: Any, schema: dict) -> None:
@@ -258,7 +259,25 @@ def semantic_errors(cfg: dict) -> list[str]:
     if sub is not None and classes and sub % classes:
         out.append(f"dataset.subset: {sub} is not a multiple of the {classes} classes "
                    "(the subset takes the same number of images from each class)")
-    return out + _network_errors(cfg, dataset_shape(d)["resolution"] if res is None or not res & (res - 1) else None)
+    if res is not None and res & (res - 1):
+        return out + _network_errors(cfg, None)
+    shape = dataset_shape(d)
+    return out + _extractor_errors(cfg, shape) + _network_errors(cfg, shape["resolution"])
+
+
+def _extractor_errors(cfg: dict, shape: dict) -> list[str]:
+    """A pretrained guidance extractor reads images of one size: the data must have it."""
+    g = cfg.get("guidance", {})
+    if not g.get("runs") or not g.get("enabled", True) or g["extractor"] not in CLASSIFIERS:
+        return []
+    c = CLASSIFIERS[g["extractor"]]
+    if (shape["channels"], shape["resolution"]) == (c.channels, c.resolution):
+        return []
+    fits = [name for name, o in CLASSIFIERS.items() if (o.channels, o.resolution) == (shape["channels"],
+                                                                                      shape["resolution"])]
+    fix = f"use extractor: {fits[0]}" if fits else "use extractor: none (the head sees the images)"
+    return [f"guidance.extractor: {g['extractor']} reads {c.channels}x{c.resolution}x{c.resolution} images, the data "
+            f"is {shape['channels']}x{shape['resolution']}x{shape['resolution']}; {fix}, or guidance.enabled: false"]
 
 
 def _network_errors(cfg: dict, res: int | None) -> list[str]:
@@ -306,10 +325,12 @@ def _guidance_errors(cfg: dict) -> list[str]:
             out.append(f"guidance.runs.{name}: the name is also an arm; give the run its own name (e.g. {name}_dg)")
     if g["time_min"] >= g["time_max"]:
         out.append(f"guidance.time_min: {g['time_min']} must be below guidance.time_max {g['time_max']}")
-    if g["extractor"] == "adm32" and not g["extractor_weights"]:
-        out.append("guidance.extractor_weights: extractor adm32 needs the path of DG's 32x32_classifier.pt")
+    if g["extractor"] in CLASSIFIERS and not g["extractor_weights"]:
+        c = CLASSIFIERS[g["extractor"]]
+        out.append(f"guidance.extractor_weights: extractor {g['extractor']} needs the path of {c.publisher} {c.file} "
+                   "(the workflow downloads it there)")
     if g["extractor"] == "none" and g["extractor_weights"]:
-        out.append("guidance.extractor_weights: only used with extractor: adm32; remove it")
+        out.append(f"guidance.extractor_weights: only used with extractor: {' or '.join(CLASSIFIERS)}; remove it")
     f, s = g["fakes"], cfg["sample"]
     ranges = {"sample": (s["seed_start"], s["seed_start"] + s["num_images"])}
     tr = cfg.get("trajectory", {})

@@ -15,7 +15,9 @@ def describe_config(cfg: dict) -> dict:
     Networks are built on torch's ``meta`` device (shapes only), so this takes about a second even for NCSN++."""
     import torch
 
+    from aot.models.discriminator import Discriminator
     from aot.models.networks import count_parameters
+    from aot.training.discriminator import DiscSpec, network_ctor
     from aot.training.loop import build_denoiser
     from aot.training.spec import TrainSpec
 
@@ -39,8 +41,16 @@ def describe_config(cfg: dict) -> dict:
     for guided in guided_names(cfg):
         run_name, cond = ModelName.parse(guided)
         run = g["runs"][run_name]
+        dspec = disc_spec(cfg, guided)
+        dctor = network_ctor(DiscSpec.from_dict(dspec), channels=shape["channels"], resolution=shape["resolution"],
+                             num_classes=shape["num_classes"])
+        with torch.device("meta"):
+            disc = Discriminator(dctor["head"], dctor["extractor"], dctor["time"])
         out["guided"][guided] = {
-            "base_model": f"{run['arm']}-{cond}", "disc_spec": disc_spec(cfg, guided),
+            "base_model": f"{run['arm']}-{cond}", "disc_spec": dspec,
+            "head_parameters": count_parameters(disc.head),
+            "extractor_parameters": 0 if disc.extractor is None else count_parameters(disc.extractor),
+            "time": dctor["time"],
             "sampler": {"rho": run["rho"], "steps": run["steps"], "nfe": 2 * run["steps"] - 1,
                         "weight": g["weight"][cond], "weight_2nd": g["weight_2nd"], "boosting": g["boosting"][cond],
                         "time_min": g["time_min"], "time_max": g["time_max"]},
@@ -71,7 +81,10 @@ def format_description(d: dict) -> str:
         lines.append(f"  python -m aot train --spec '{spec_json(s)}'")
     for guided, g in d["guided"].items():
         s, smp = g["disc_spec"], g["sampler"]
-        lines.append(f"\nguided {guided}: discriminator on {g['real_images']} real + {g['fake_images']} generated "
+        feats = (f"on frozen {s['extractor']} features ({g['extractor_parameters']:,} parameters, {g['time']} time)"
+                 if g["extractor_parameters"] else "on the images")
+        lines.append(f"\nguided {guided}: discriminator head of {g['head_parameters']:,} parameters {feats}, trained "
+                     f"on {g['real_images']} real + {g['fake_images']} generated "
                      f"images of {g['base_model']}, {s['epochs']} epochs, batch {s['batch']}, lr {s['lr']}, "
                      f"pairing {s['pairing']}; sampling rho {smp['rho']:g}, {smp['steps']} steps ({smp['nfe']} NFE), "
                      f"weight {smp['weight']:g}, boosting {'on' if smp['boosting'] else 'off'}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from aot.models.dg_assets import CLASSIFIERS
 from aot.report.paper import PAIRING_OF, TABLE5_RHOS
+
+DISABLED = "guidance disabled (`guidance.enabled: false`)"
 
 
 def grid_of(cfg: dict) -> set[tuple[float, int]]:
@@ -53,13 +56,23 @@ def why_table5(cfg: dict | None, scores: pd.DataFrame, arm: str, cond: str, step
     return f"not run: no metrics at {steps} steps with rho {rhos} (`sample.grid`)"
 
 
+def why_disabled(g: dict) -> str:
+    """Why guidance is off, and what turning it on would run (the extractor set in the config)."""
+    ext = g.get("extractor", "none")
+    if ext not in CLASSIFIERS or CLASSIFIERS[ext].resolution == 32:  # DG's own setting: nothing to add
+        return DISABLED
+    c = CLASSIFIERS[ext]
+    return (f"{DISABLED}: DG published its setting for 32x32 images only; `enabled: true` runs it at "
+            f"{c.resolution}x{c.resolution} on {c.publisher} {c.file} features (`extractor: {ext}`)")
+
+
 def why_guided(cfg: dict | None, scores: pd.DataFrame, arm: str, disc: str, cond: str) -> str:
     """Why Table 3's row (score model ``arm``, discriminator noise ``disc``) has no guided score at ``cond``."""
     pairing = PAIRING_OF[arm]
     if cfg is not None:
         g = cfg.get("guidance", {})
         if not g.get("enabled", True):
-            return "not run: guidance disabled (`guidance.enabled: false`)"
+            return f"not run: {why_disabled(g)}"
         arms = cfg.get("arms", {})
         if not any(a.get("pairing") == pairing for a in arms.values()):
             return f"not run: no arm with `pairing: {pairing}` in `arms` (the score model)"
@@ -87,7 +100,8 @@ def why_no_discriminators(cfg: dict | None) -> str:
                 "(guidance disabled by `guidance.enabled: false`, or no `guidance.runs`).")
     g = cfg.get("guidance", {})
     if not g.get("enabled", True):
-        return "No discriminator was trained: Discriminator Guidance is disabled (`guidance.enabled: false`)."
+        return ("No discriminator was trained: Discriminator Guidance is disabled (`guidance.enabled: false`)"
+                f"{why_disabled(g).removeprefix(DISABLED)}.")
     if not g.get("runs"):
         return "No discriminator was trained: `guidance.runs` configures no run."
     return ("No discriminator training summary was given to the tables stage (`--disc-stats`), although "

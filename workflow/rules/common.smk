@@ -229,7 +229,7 @@ def fake_shards():
 
 def disc_inputs(wildcards):
     """The dataset (real images), the base model's samples at the run's setting (fake images) and, with
-    extractor adm32, DG's classifier weights (a missing file stops the run before any job starts).
+    a pretrained extractor (adm32, adm64), its classifier weights (fetched by rule fetch_dg_classifier).
     """
     inputs = {
         "data": f"{R}/data/dataset.npz",
@@ -238,7 +238,7 @@ def disc_inputs(wildcards):
             shard=fake_shards(),
         ),
     }
-    if GUIDANCE["extractor"] == "adm32":
+    if GUIDANCE["extractor"] != "none":
         inputs["extractor"] = GUIDANCE["extractor_weights"]
     return inputs
 

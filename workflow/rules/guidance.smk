@@ -66,12 +66,13 @@ rule sample_guided:
             "--threads {threads:q}")
 
 
-# DG's frozen ADM 32x32 classifier (extractor adm32), fetched once from the authors' Google Drive folder on the
-# login node (localrule) and checked to load into aot.models.adm's classifier. A copy put at guidance.extractor_weights by
-# hand (clusters without internet) is used as it is. protected(): the downloaded copy is made read-only, so that a
-# forced or triggered rerun stops with an error instead of deleting it, downloading it again (Google Drive quota) and
-# retraining every discriminator. No conda: directive, so that a change of the environment file is no rerun trigger.
-if GUIDANCE["enabled"] and GUIDANCE["extractor"] == "adm32":
+# The frozen ADM classifier DG reads its features from (extractor adm32: DG's 32x32_classifier.pt from the authors'
+# Google Drive folder; adm64: guided-diffusion's 64x64_classifier.pt), fetched once on the login node (localrule) and
+# checked to load into aot.models.adm's classifier. A copy put at guidance.extractor_weights by hand (clusters without
+# internet) is used as it is. protected(): the downloaded copy is made read-only, so that a forced or triggered rerun
+# stops with an error instead of deleting it, downloading it again (Google Drive quota) and retraining every
+# discriminator. No conda: directive, so that a change of the environment file is no rerun trigger.
+if GUIDANCE["enabled"] and GUIDANCE["extractor"] != "none":
 
     rule fetch_dg_classifier:
         output:
@@ -79,7 +80,9 @@ if GUIDANCE["enabled"] and GUIDANCE["extractor"] == "adm32":
         log:
             f"{R}/logs/fetch_dg_classifier.log",
         localrule: True
+        params:
+            extractor=GUIDANCE["extractor"],
         message:
-            "Downloading DG's ADM 32x32 classifier (32x32_classifier.pt, Google Drive) to {output}"
+            "Downloading the ADM classifier of guidance.extractor {params.extractor} to {output}"
         shell:
-            "python -m aot fetch-dg-classifier --out {output:q} > {log:q} 2>&1"
+            "python -m aot fetch-dg-classifier --extractor {params.extractor:q} --out {output:q} > {log:q} 2>&1"
