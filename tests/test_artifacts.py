@@ -298,11 +298,11 @@ def test_cli_figures_corrupt_inputs(tmp_path, capsys, what):
 
 
 def test_corrupt_training_state_says_to_restart(tmp_path):
-    from aot.training.loop import _resume
+    from aot.training.runstate import restore
 
     p = tmp_path / "training-state.pt"
     p.write_bytes(b"PK\x03\x04 not really a zip")
-    msg = assert_raises_one_line(lambda: _resume(p, p, 0, "cpu", net=None, ema=None, opt=None, sampler=None,
+    msg = assert_raises_one_line(lambda: restore(p, p, 0, "cpu", net=None, ema=None, opt=None, sampler=None,
                                                  noise_gen=None, sigma_gen=None), p, fix=("delete",))
     assert "delete it to restart that run from scratch" in msg
 

@@ -1,4 +1,5 @@
-"""The documentation stays true to the repository: the rule graph picture, the links, the README's size."""
+"""The documentation stays true to the repository: the rule graph picture, the report's captions, the links, the
+README's size."""
 
 import os
 import re
@@ -17,6 +18,8 @@ README_MAX_BYTES = 11_000
 METHOD_SECTIONS = (["0"] + [f"1.{i}" for i in range(1, 9)] + [f"2.{i}" for i in range(1, 6)]
                    + [f"3.{i}" for i in range(1, 8)] + ["4", "5", "6", "7", "8"])
 REDRAW = "rerun tools/render-dag and commit docs/dag.dot and docs/dag.svg"
+RECAPTION = "run tools/render-captions and commit workflow/report/*.rst"
+REPORT = ROOT / "workflow" / "report"
 
 
 def dot_graph(dot: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -56,6 +59,70 @@ def test_graph_readers_see_a_change():
     line = re.search(r"^\s*\d+ -> \d+\s*$", dot, re.M)[0]
     assert len(edges - dot_graph(dot.replace(line + "\n", "", 1))[1]) == 1
     assert dot_graph(dot.replace('label = "train"', 'label = "fit"'))[0] == rules - {"train"} | {"fit"}
+
+
+def test_report_captions_are_rendered_from_the_catalogue():
+    from aot.report.captions import CAPTIONS, rst
+
+    committed = sorted(p.stem for p in REPORT.glob("*.rst"))
+    assert committed == sorted(CAPTIONS), (f"workflow/report/*.rst are {committed}, aot/report/captions.py has "
+                                           f"{sorted(CAPTIONS)}: {RECAPTION}")
+    stale = [f"workflow/report/{name}.rst" for name in CAPTIONS if (REPORT / f"{name}.rst").read_text() != rst(name)]
+    assert not stale, f"{', '.join(stale)}: not what aot/report/captions.py renders; {RECAPTION}"
+
+
+def test_every_caption_the_workflow_names_is_in_the_catalogue():
+    from aot.report.captions import CAPTIONS
+
+    rules = "".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
+    named = set(re.findall(r'report/(\w+)\.rst"', rules))  # caption="../report/x.rst", report: "workflow/report/..."
+    tables = re.search(r"^TABLES = \[(.*?)\]", (ROOT / "workflow" / "rules" / "common.smk").read_text(), re.M | re.S)
+    named |= set(re.findall(r'"(\w+)"', tables[1]))  # caption=f"../report/{name}.rst" for name in TABLES
+    for names in re.findall(r"for name in \(([^)]*)\)", rules):  # caption=f"../report/{name}.rst": the figures
+        named |= set(re.findall(r'"(\w+)"', names))
+    assert {"workflow", "samples", "table1", "coupling_figures", "score_vs_nfe"} <= named
+    missing = sorted(named - set(CAPTIONS))
+    assert not missing, f"captions the workflow names but aot/report/captions.py lacks: {missing}"
+
+
+def test_render_captions_writes_the_catalogue_and_drops_the_rest(tmp_path):
+    from aot.report.captions import CAPTIONS, rst
+
+    (tmp_path / "gone.rst").write_text("a caption no rule names any more\n")
+    r = subprocess.run([ROOT / "tools" / "render-captions", tmp_path], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.stem for p in tmp_path.iterdir()) == sorted(CAPTIONS)
+    assert all((tmp_path / f"{name}.rst").read_text() == rst(name) for name in CAPTIONS)
+
+
+def test_report_captions_are_clean_restructuredtext():
+    """Each caption as the report renders it (Jinja, then docutils): no warning, and ||, * and code spans shown as
+    written."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    from aot.report.captions import CAPTIONS, rst
+
+    wc = SimpleNamespace(model="aot-uncond", setting="rho7-steps18", tsetting="rho7-steps18")
+    snakemake = SimpleNamespace(wildcards=wc, config={"experiment": "demo"})
+    html = {}
+    for name in CAPTIONS:
+        source = jinja2.Template(rst(name)).render(snakemake=snakemake)
+        html[name] = publish_parts(source, writer="html", settings_overrides={
+            "halt_level": 2, "report_level": 2, "warning_stream": False})["body"]
+        assert "render-captions" not in re.sub(r"<!--.*?-->", "", html[name], flags=re.S)  # a comment: not shown
+    assert "||y - n||" in html["pairing"] and "<strong>Image-noise pair distance" in html["pairing"]
+    assert 'literal">demo</' in html["workflow"] and "aot-uncond at rho7-steps18" in html["samples"]
+    assert 'literal">ours_std</' in html["table1"] and "`" not in html["table1"]
+
+
+def test_the_catalogue_imports_without_torch_or_pandas():
+    code = "import sys, aot.report.captions; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 def slug(heading: str) -> str:

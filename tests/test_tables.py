@@ -319,6 +319,37 @@ def test_write_tables_without_config_and_with_runs_but_no_discriminators(tmp_pat
     assert (pd.read_csv(tmp_path / "b/table3.csv").note.str.contains("`guidance.runs` has no run")).all()
 
 
+@pytest.mark.parametrize("dataset, title", [
+    (dict(source="digits"), "Table 1: unconditional on digits"),
+    (dict(source="cifar10", archive=None), "Table 1: unconditional on CIFAR-10"),
+    (dict(source="cifar10", subset=5000), "Table 1: unconditional on CIFAR-10 (5000 training images)"),
+    (dict(source="images", path="datasets/ffhq-64x64.zip"), "Table 1: unconditional on ffhq-64x64"),
+    (dict(source="synthetic"), "Table 1: unconditional on synthetic data"),
+    (None, "Table 1: unconditional"),
+])
+def test_table_titles_name_the_runs_dataset(dataset, title):
+    from aot.report.captions import title as title_of
+
+    assert title_of("table1", None if dataset is None else {"dataset": dataset}) == title
+    assert title_of("table5", {"dataset": dict(source="digits")}) == "Table 5: NFE sweep on digits"
+    assert title_of("pairing", {"dataset": dict(source="digits")}) == "Image-noise pair distance during training"
+
+
+def test_write_tables_titles_a_digits_run_digits_and_keeps_the_papers_column_cifar10(tmp_path):
+    from aot.report.tables import write_tables
+
+    files = write_metrics(tmp_path, [metric("edm-uncond", "none", 7, 18, 5.0)])
+    write_tables(files, [], tmp_path / "digits", config=config(dataset=dict(source="digits", test_fraction=0.2)))
+    write_tables(files, [], tmp_path / "none")
+    for n, what in ((1, "unconditional"), (2, "class-conditional"), (3, "with Discriminator Guidance"),
+                    (4, "unconditional rho sweep"), (5, "NFE sweep")):
+        md = (tmp_path / f"digits/table{n}.md").read_text()
+        assert md.startswith(f"# Table {n}: {what} on digits\n") and "CIFAR-10" not in md.splitlines()[0]
+        assert "The paper's column is its CIFAR-10 Inception FID-50k" in md and "Ours: `FD (featnet-v1)`." in md
+        assert rf"\caption{{Table {n}: {what} on digits}}" in (tmp_path / f"digits/table{n}.tex").read_text()
+        assert (tmp_path / f"none/table{n}.md").read_text().startswith(f"# Table {n}: {what}\n")
+
+
 def test_tables_config_must_be_a_mapping(tmp_path, capsys):
     from aot.__main__ import main
 

@@ -2,7 +2,8 @@
 
 Every row carries its setting (rho, steps, NFE, samples, seeds, metric). Rows of the paper that we have not
 run are kept and shown as missing ('—'), never dropped, with the reason in their ``note``: from the resolved
-experiment config when the tables stage is given it (``--config``), else as far as the metrics files tell.
+experiment config when the tables stage is given it (``--config``), else as far as the metrics files tell. Each
+table's title and note come from :mod:`aot.report.captions`, the titles of Tables 1-5 naming the config's dataset.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 
 from aot.core.names import ModelName
 from aot.eval.paired import FEATURES_METRIC, comparisons_table, coupling_table
+from aot.report import captions
 from aot.report.paper import (
     PAIRING_OF,
     TABLE1_ROWS,
@@ -231,14 +233,6 @@ def table5(scores: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
 # Output formats.
 
 
-COMPARABILITY = ("Ours: `{metric}`. The paper's column is its CIFAR-10 Inception FID-50k (min of 3 seed blocks); "
-                 "our number is comparable with it only when the metric says Inception FID on CIFAR-10. "
-                 "`ours_std`: the score's standard deviation from the finite sample (FD: jackknife over the "
-                 "generated images; Inception FID: spread over seed blocks). It ignores the correlation between "
-                 "models sampled at the same seeds. '—' = no number: not reported by the paper, or not run here "
-                 "(the `note` column says why; prior work's rows are the paper's only).")
-
-
 METRICS_KEYS = ("model", "pairing", "rho", "steps", "nfe", "scores")  # what score_table reads of a metrics JSON
 
 
@@ -260,60 +254,33 @@ def write_tables(metric_files, stats_files, out_dir, trajectory_files=(), disc_s
     configured = [k for k in (config or {}).get("evaluate", {}).get("metrics", []) if k in set(scores.metric_key)]
     primary = scores[scores.metric_key == (configured[0] if configured else first)]
     unguided = primary[primary.guidance == "none"]  # Tables 1, 2, 4, 5
-    note = COMPARABILITY.format(metric=primary.metric.iloc[0])
-    write_table(out_dir, "scores", scores.drop(columns=["metric_key"]),
-           "All scores per arm, conditioning and sampler setting", note)
-    write_table(out_dir, "table1", table12(unguided, "uncond", config), "Table 1: unconditional CIFAR-10", note)
-    write_table(out_dir, "table2", table12(unguided, "cond", config), "Table 2: conditional CIFAR-10", note)
-    write_table(out_dir, "table3", table3(primary, config), "Table 3: with Discriminator Guidance", note)
-    write_table(out_dir, "table4", table4(unguided, config), "Table 4: rho sweep (unconditional)", note)
-    write_table(out_dir, "table5", table5(unguided, config), "Table 5: NFE sweep (best rho of 9/27/81/243)", note)
-    write_table(out_dir, "discriminators", discriminator_table([read_json(p, kind="discriminator summary",
-                                                                     rule="train_discriminator")
-                                                           for p in disc_stats_files]),
-           "Discriminator Guidance: discriminator training",
-           "Binary cross-entropy and accuracy of real vs generated images at the last epoch (training data, "
-           "VP-diffused at importance-sampled times). With AOT the perturbation noise of each batch is assigned to "
-           "its images; the reduction is of the mean image-noise distance vs the independent draw.",
-           empty=why_no_discriminators(config))
+    metric = primary.metric.iloc[0]
+
+    def write(name: str, df: pd.DataFrame, empty: str | None = None) -> None:  # with the catalogue's title and note
+        write_table(out_dir, name, df, captions.title(name, config), captions.text(name, metric), empty=empty)
+
+    write("scores", scores.drop(columns=["metric_key"]))
+    write("table1", table12(unguided, "uncond", config))
+    write("table2", table12(unguided, "cond", config))
+    write("table3", table3(primary, config))
+    write("table4", table4(unguided, config))
+    write("table5", table5(unguided, config))
+    write("discriminators", discriminator_table([read_json(p, kind="discriminator summary", rule="train_discriminator")
+                                                 for p in disc_stats_files]), empty=why_no_discriminators(config))
     features = {}
     for p in feature_files:  # results/<exp>/metrics/<model>/<setting>.features.npz
         p = Path(p)
         features[f"{p.parent.name}/{p.name.removesuffix('.features.npz')}"] = read_npz(
             p, ["features", "seeds", "mu_ref", "sigma_ref"], optional=["feature_net"], kind="features file",
             rule="evaluate")
-    write_table(out_dir, "comparisons", comparisons_table(metrics, features), "Paired comparisons at the same seeds",
-           "FD of each model minus its baseline's (EDM's arm at the same setting; a guided model's unguided model; "
-           "a discriminator trained with AOT noise vs without), both sampled at the same seeds, with the paired "
-           "jackknife standard deviation of the difference (evaluate.fd_jackknife groups of seeds, each deleted "
-           "from both sets at once) and z = difference / std. Negative: the model is better. Pairing removes "
-           "what the two sets share through their latents, which the per-score `ours_std` cannot. Both stds err on "
-           "the large side (jackknife) and cover the seed set only, not the training run.",
-           empty=why_no_comparisons(config, features))
+    write("comparisons", comparisons_table(metrics, features), empty=why_no_comparisons(config, features))
     # The paired difference needs the featnet features; without them, the primary metric's scores (unpaired).
     paired = features and FEATURES_METRIC in set(scores.metric_key)
     coupling_metric = FEATURES_METRIC if paired else primary.metric_key.iloc[0]
-    write_table(out_dir, "coupling", coupling_table(metrics, stats, features, trajs, metric_key=coupling_metric),
-           "Coupling strength: pair-distance reduction vs score difference to EDM of the same training seed",
-           "One row per conditioning, sampler setting and noise coupling (`N`: images one assignment pairs; knn: k "
-           "candidates; none: independent, EDM, the reference row). `reduction_pct`: how much the coupling lowered "
-           "the mean image-noise distance during training (mean over training seeds, `reduction_pct_std` across "
-           "them). `fd_diff`: the model's score minus that of the `pairing: none` model of the same conditioning, "
-           "setting and training seed (never another seed's EDM), averaged over the `runs` seeds; "
-           "`fd_diff_std_across_seeds` is their spread (training noise included, ddof 1), "
-           "`fd_diff_std_within_run` the mean paired jackknife std of one seed set (sampling noise only). "
-           "`paired`: the difference is paired on the featnet features at the same sampling seeds; False: the "
-           "difference of the two scores (no features, e.g. the Inception metric), with no within-run std. "
-           "Negative: the coupling is better than EDM. `straightness_normalized`: mean over seeds at the same "
-           "setting where trajectories were computed. `fd_diff_seed<s>` and `per_seed`: every run and its baseline.",
-           empty=why_no_coupling(config, stats))
-    write_table(out_dir, "pairing", pairs, "Image-noise pair distance during training",
-           "Mean ||y - n|| over all pools a model trained on: the pairs it used vs the independent (EDM) pairing "
-           "of the same draws. AOT lowers it; the paper reports about 2% on CIFAR-10.", empty=why_no_pairs(config))
-    write_table(out_dir, "trajectory", trajs, "Trajectory straightness, curvature and truncation error",
-           "Straightness S = mean over sigma of E||v - vbar||^2 (0 = straight); normalized by E||vbar||^2. Curvature = "
-           "mean over steps of 1 - cos(d_i, x_start - x_end). Errors are RMS per dimension against a fine Heun "
-           "reference (docs/method.md §6). Lower is straighter.", empty=why_no_trajectories(config))
+    write("coupling", coupling_table(metrics, stats, features, trajs, metric_key=coupling_metric),
+          empty=why_no_coupling(config, stats))
+    write("pairing", pairs, empty=why_no_pairs(config))
+    write("trajectory", trajs, empty=why_no_trajectories(config))
 
 
 # ----------------------------------------------------------------------------

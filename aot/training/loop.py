@@ -4,17 +4,16 @@ Loop (per process): draw a pool of N images -> draw N noises -> pair them (aot.t
 one pool ahead) -> stream the N pairs in micro-batches of ``batch_gpu`` through EDM's loss -> Adam step every
 ``batch / processes`` images -> EMA. ``precision`` picks the numerics of the forward pass (fp32 = EDM's and the
 paper's, the default; tf32; bf16 autocast). Resumable state lives in ``run_dir`` (not a Snakemake output, so a rerun
-does not delete it); the rule's outputs are the final EMA network and a JSON summary.
+does not delete it; aot.training.runstate dumps and resumes it); the rule's outputs are the final EMA network and a
+JSON summary. :func:`_train` is that loop; set-up, one optimizer step, a tick and the finish are the functions after it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -25,9 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from aot.core.artifacts import read_state
-from aot.core.checkpoint import atomic_write_bytes, atomic_write_text, save_checkpoint, write_json
-from aot.core.numerics import DivergenceError, finite_flags
+from aot.core.checkpoint import save_checkpoint, write_json
 from aot.data.datasets import Dataset, to_float
 from aot.models.denoiser import denoiser_from_ctor
 from aot.models.networks import network_ctor
@@ -36,10 +33,9 @@ from aot.models.presets import ARCH_BACKBONES
 from aot.training import pairing
 from aot.training.augment import AUGMENT_DIM, augment_pipe_from_config
 from aot.training.loss import edm_loss, sample_sigma
-from aot.training.runlog import PoolSampler, log, restore_log, summarize, tick_line, truncate_log, write_tick
+from aot.training.runlog import PoolSampler, Ticker, pool_record, progress_bar, summarize, write_tick
+from aot.training.runstate import RunState, refuse_diverged
 from aot.training.spec import TrainSpec, ema_beta, forward_precision, learning_rate, set_cuda_flags
-
-DIVERGED_MARKER = "DIVERGED"  # in the run dir: this run diverged; a retry refuses to resume it
 
 
 class PreemptedError(ValueError):
@@ -60,8 +56,17 @@ class Pool(NamedTuple):
     pairing: Future  # of aot.training.pairing.Pairing, computed in the background
 
 
-# ----------------------------------------------------------------------------
-# Small pure pieces.
+class Feed(NamedTuple):
+    """What the loop feeds EDM's loss, fixed for the run: the training split, the augmentation, the batching."""
+
+    images: torch.Tensor  # (n, C, H, W) the training split as stored (uint8)
+    labels: torch.Tensor  # (n,) class indices
+    augment_pipe: nn.Module | None  # EDM's augmentation, None without
+    per_proc: int  # images per process and optimizer step (batch / processes)
+    batch_gpu: int  # images per micro-batch
+    rounds: int  # micro-batches per optimizer step (gradient accumulation)
+    pair_kwargs: dict  # of pairing.BackgroundPairer: method, per_class, micro_batch, block
+    meta: dict  # the dataset's meta, saved with the EMA network
 
 
 # ----------------------------------------------------------------------------
@@ -123,28 +128,63 @@ def train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path,
 
 def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path, stats_out: str | Path,
            progress: bool, model_name: str, stop: dict) -> dict:
+    """The loop of the module's docstring, in one process; ``stop["signal"]`` is set by a stop signal."""
+    run, feed = _start(spec, ds, Path(run_dir) / spec.digest(), progress=progress, model_name=model_name)
+    ticker = Ticker(run.cur_nimg, len(run.history))
+    state_every = int(spec.state_kimg * 1000)
+    next_state_nimg = (run.cur_nimg // state_every + 1) * state_every
+    pool_done = preempted = False
+    with pairing.BackgroundPairer(**feed.pair_kwargs) as pairer:
+        pending = _draw_pool(run, feed, pairer) if run.cur_nimg < run.total_nimg else None
+        while run.cur_nimg < run.total_nimg:
+            # Take the pool paired in the background; prefetch the next one, only if this pool does not finish the
+            # run (no pairing is computed for nothing). The periodic state dump comes first, at the pool boundary.
+            pool = pending
+            pair, wait = ticker.wait_for(pool.pairing)
+            if run.cur_nimg >= next_state_nimg:
+                run.dump(pool.before, ticker.losses)
+                next_state_nimg += state_every
+            pending = _draw_pool(run, feed, pairer) if run.cur_nimg + spec.pool * run.world < run.total_nimg else None
+            run.history.append(pool_record(run.cur_nimg, pair, wait))
+
+            # Stream the pool through optimizer steps of per_proc images; a tick whenever one is due.
+            pool_done = True
+            for step_start in range(0, spec.pool, feed.per_proc):
+                if run.cur_nimg >= run.total_nimg:  # the run ends inside this pool
+                    pool_done = False
+                    break
+                _train_step(run, feed, ticker, pool, pair, step_start)
+                if ticker.due(run.cur_nimg, spec.tick_kimg, run.total_nimg):
+                    _tick(run, ticker)
+
+            # A pool boundary: the state saved here resumes bit-identically (as the periodic dump above). The last
+            # pool (pending None) just finishes the run.
+            if pool_done and pending is not None and run.stop_requested(stop):
+                run.dump(pending.before, ticker.losses)
+                preempted = True
+                break
+        if pending is not None:
+            pending.pairing.result()
+    if run.bar is not None:
+        run.bar.close()
+    if preempted:
+        raise _stopped(run, stop)
+    return _finish(run, feed, ticker, out=out, stats_out=stats_out, pool_done=pool_done)
+
+
+def _start(spec: TrainSpec, ds: Dataset, run_dir: Path, *, progress: bool, model_name: str) -> tuple[RunState, Feed]:
+    """Set up this process's run: check the batching, build the model, EMA and optimizer (seeded: ranks start
+    identical), seed the random streams, and resume from the run folder's saved state if it has one."""
     rank, world, device = init_distributed(spec.device)
     set_cuda_flags(spec.precision, device)
     per_proc = spec.batch // world
     batch_gpu = spec.batch_gpu or per_proc
-    rounds = per_proc // batch_gpu
     if spec.pool % per_proc or per_proc % batch_gpu or spec.batch % world:
         raise ValueError(f"pool {spec.pool}, batch {spec.batch}, batch_gpu {batch_gpu}, processes {world}: "
                          "pool must be a multiple of batch/processes, and batch_gpu must divide it")
-    per_class = spec.cond and spec.pairing != "none"
-    run_dir = Path(run_dir) / spec.digest()
     run_dir.mkdir(parents=True, exist_ok=True)
-    state_path = run_dir / "training-state.pt"
-    # A diverged run is not resumed by a retry (SLURM resubmissions, Snakemake --retries): it would restart from the
-    # same state with the same random streams and diverge again, hours of GPU time later.
-    diverged = run_dir / DIVERGED_MARKER
-    if diverged.exists():
-        earlier = " ".join(diverged.read_text(errors="replace").split())
-        raise DivergenceError(f"{diverged}: an earlier attempt of this run stopped ({earlier}); resuming would "
-                              f"diverge again from the same state; change the config (e.g. lower train.lr, a new run) "
-                              f"or delete {diverged} to resume anyway")
+    refuse_diverged(run_dir)
 
-    # Model, EMA, optimizer. Parameter init is seeded; ranks start identical.
     torch.manual_seed(spec.seed)
     net, ctor = build_denoiser(spec, ds.meta, ds.resolution, ds.channels)
     net.train().requires_grad_(True).to(device)
@@ -154,232 +194,104 @@ def _train(spec: TrainSpec, ds: Dataset, *, run_dir: str | Path, out: str | Path
 
     # Randomness: one stream per role and per process (docs/method.md §1.2: seed * world + rank).
     proc_seed = spec.seed * world + rank
-    sampler = PoolSampler(len(ds.train_images), spec.seed, rank=rank, world=world)
-    noise_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 1)
-    sigma_gen = torch.Generator(device=device).manual_seed(2 * proc_seed + 2)
+    run = RunState(spec=spec, dir=run_dir, rank=rank, world=world, device=device, net=net, ddp=ddp, ema=ema, opt=opt,
+                   ctor=ctor, sampler=PoolSampler(len(ds.train_images), spec.seed, rank=rank, world=world),
+                   noise_gen=torch.Generator(device=device).manual_seed(2 * proc_seed + 1),
+                   sigma_gen=torch.Generator(device=device).manual_seed(2 * proc_seed + 2),
+                   model_name=model_name, total_nimg=int(round(spec.kimg * 1000)))
     torch.manual_seed(proc_seed + 10_000)  # dropout draws from the global stream
+    run.resume()
 
-    cur_nimg, history, ticks, pool_done = 0, [], [], False
-    streams_path = state_path if rank == 0 else run_dir / f"streams-rank{rank}.pt"
-    log_path = run_dir / "log.jsonl"
-    if state_path.exists():
-        cur_nimg, history, ticks = _resume(state_path, streams_path, rank, device, net=net, ema=ema, opt=opt,
-                                           sampler=sampler, noise_gen=noise_gen, sigma_gen=sigma_gen)
-    elif rank == 0 and log_path.exists():  # ticks of an attempt that saved no state: this run redoes them
-        log_path.unlink()
-
-    images_all = torch.as_tensor(ds.train_images)
-    labels_all = torch.as_tensor(ds.train_labels)
-    shape = tuple(images_all.shape[1:])
-    total_nimg = int(round(spec.kimg * 1000))
-    augment_pipe = augment_pipe_from_config(spec.augment_p)
-    pair_kwargs = dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu,
-                       block=spec.block)
-
-    def draw_pool() -> Pool:
-        """Draw the next pool, augment it once, draw its noise and hand the pairing to the background thread.
-        Runs in the main thread so the random streams stay ordered (docs/method.md §1.2 steps 1-5, §1.5)."""
-        before = {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()}
-        idx = sampler.next(spec.pool)
-        y = to_float(images_all[idx]).to(device)
-        labels = labels_all[idx].to(device)
-        aug = None
-        if augment_pipe is not None:
-            with torch.no_grad():
-                y, aug = augment_pipe(y, noise_gen)
-        noise = torch.randn(pairing.noise_shape(spec.pairing, (spec.pool, *shape), spec.knn_k),
-                            generator=noise_gen, device=device)
-        return Pool(before, y, labels, aug, pairer.submit(y, noise, labels if per_class else None))
-
-    last_good = {"nimg": cur_nimg if state_path.exists() else None}
-
-    def check_finite(losses: list[torch.Tensor]) -> None:
-        """At each tick, before each state dump and at the end: loss, weights and EMA weights must be finite,
-        else stop (DivergenceError, one line) before anything non-finite is logged, dumped or written."""
-        bad = (~finite_flags(losses, net, ema)).to(torch.int32)
-        if world > 1:  # a loss can be non-finite in one process only: all stop together
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        what = [w for w, b in zip(("loss", "weights", "EMA weights"), bad.tolist(), strict=True) if b]
-        if not what:
-            return
-        what = ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
-        if bar is not None:
-            bar.close()
-        kept = (f"the last good state ({last_good['nimg'] / 1000:g} kimg) is kept in {state_path}"
-                if last_good["nimg"] is not None else f"no resumable state was saved in {run_dir}")
-        msg = (f"training of {model_name or spec.pairing + ' model'} diverged at {cur_nimg / 1000:g} kimg: "
-               f"non-finite {what}; lower train.lr (now {spec.lr:g}) or check the data and P_mean/P_std; {kept}; "
-               f"no network was written")
-        if rank == 0:  # the marker a retry stops at (written atomically)
-            atomic_write_text(diverged, msg + "\n")
-        raise DivergenceError(msg)
-
-    def dump_state(before: dict) -> None:
-        """Every process saves its own random streams; process 0 also the weights, written last, so a
-        training-state.pt at N images implies every streams file is at N images too. Checked finite first:
-        a diverged run never overwrites the last good state."""
-        check_finite(tick_losses)
-        state = {"cur_nimg": cur_nimg, "sampler": before["sampler"], "noise_gen": before["noise_gen"],
-                 "sigma_gen": sigma_gen.get_state(), "torch_rng": torch.get_rng_state()}
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        if rank != 0:
-            atomic_write_bytes(streams_path, lambda f: torch.save(state, f))
-        if world > 1:
-            torch.distributed.barrier()
-        if rank == 0:  # the ticks logged so far go with it: a log cut or torn later is rebuilt from them
-            state.update(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
-                         history=json.dumps(history), ticks=json.dumps(ticks), spec=json.dumps(asdict(spec)))
-            atomic_write_bytes(state_path, lambda f: torch.save(state, f))
-        last_good["nimg"] = cur_nimg
-
-    bar = None
+    per_class = spec.cond and spec.pairing != "none"
+    feed = Feed(torch.as_tensor(ds.train_images), torch.as_tensor(ds.train_labels),
+                augment_pipe_from_config(spec.augment_p), per_proc, batch_gpu, per_proc // batch_gpu,
+                dict(method=spec.pairing, per_class=per_class, micro_batch=spec.micro_batch or batch_gpu,
+                     block=spec.block), ds.meta)
     if progress and rank == 0:
-        from tqdm import tqdm
+        run.bar = progress_bar(spec, run.cur_nimg)
+    return run, feed
 
-        bar = tqdm(total=spec.kimg, initial=cur_nimg / 1000, unit="kimg", desc=f"train {spec.pairing}",
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} "
-                   "kimg [{elapsed}<{remaining}, {rate_fmt}]")
-    t_start, tick_start_nimg, tick_losses = time.perf_counter(), cur_nimg, []
-    tick_start_time, tick_start_pool = t_start, len(history)
-    next_state_nimg = (cur_nimg // int(spec.state_kimg * 1000) + 1) * int(spec.state_kimg * 1000)
-    wait_total, step_time_total = 0.0, 0.0
 
-    def stop_requested() -> bool:
-        """Whether a stop signal arrived, in any process (all processes stop at the same pool boundary)."""
-        flag = stop["signal"] is not None
-        if world > 1:
-            t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+def _draw_pool(run: RunState, feed: Feed, pairer: pairing.BackgroundPairer) -> Pool:
+    """Draw the next pool, augment it once, draw its noise and hand the pairing to the background thread.
+    Runs in the main thread so the random streams stay ordered (docs/method.md §1.2 steps 1-5, §1.5)."""
+    spec = run.spec
+    before = run.pool_streams()
+    idx = run.sampler.next(spec.pool)
+    y = to_float(feed.images[idx]).to(run.device)
+    labels = feed.labels[idx].to(run.device)
+    aug = None
+    if feed.augment_pipe is not None:
+        with torch.no_grad():
+            y, aug = feed.augment_pipe(y, run.noise_gen)
+    shape = pairing.noise_shape(spec.pairing, (spec.pool, *feed.images.shape[1:]), spec.knn_k)
+    noise = torch.randn(shape, generator=run.noise_gen, device=run.device)
+    return Pool(before, y, labels, aug, pairer.submit(y, noise, labels if feed.pair_kwargs["per_class"] else None))
 
-    preempted = False
-    with pairing.BackgroundPairer(**pair_kwargs) as pairer:
-        pending = draw_pool() if cur_nimg < total_nimg else None
-        while cur_nimg < total_nimg:
-            # Take the pool paired in the background; prefetch the next one.
-            before, y_pool, labels_pool, aug_pool, fut = pending
-            t0 = time.perf_counter()
-            pair = fut.result()
-            wait = time.perf_counter() - t0
-            wait_total += wait
-            if cur_nimg >= next_state_nimg:
-                dump_state(before)
-                next_state_nimg += int(spec.state_kimg * 1000)
-            # Prefetch only if this pool does not finish the run (no pairing is computed for nothing).
-            pending = draw_pool() if cur_nimg + spec.pool * world < total_nimg else None
-            history.append(dict(kimg=cur_nimg / 1000, dist_paired=pair.mean_dist_paired,
-                                dist_independent=pair.mean_dist_independent, solve_s=pair.solve_seconds,
-                                cost_s=pair.cost_seconds, wait_s=wait))
 
-            # Stream the pool through optimizer steps of per_proc images (rounds micro-batches each).
-            pool_done = False
-            for step_start in range(0, spec.pool, per_proc):
-                if cur_nimg >= total_nimg:
-                    break
-                t_step = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                for r in range(rounds):
-                    sl = slice(step_start + r * batch_gpu, step_start + (r + 1) * batch_gpu)
-                    y, n = y_pool[sl], pair.noise[sl]
-                    labels = labels_pool[sl] if spec.cond else None
-                    aug = aug_pool[sl] if aug_pool is not None else None
-                    sigma = sample_sigma(len(y), P_mean=spec.P_mean, P_std=spec.P_std, generator=sigma_gen)
-                    sync = r == rounds - 1 or world == 1
-                    ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
-                    with ctx:
-                        with forward_precision(spec.precision, device):
-                            loss = edm_loss(ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
-                        loss.sum().mul(spec.loss_scaling / per_proc).backward()
-                    tick_losses.append(loss.detach().mean())  # synced once per tick, not per step
-                cur_nimg = _optimizer_step(spec, net, ema, opt, cur_nimg)
-                step_time_total += time.perf_counter() - t_step
-                if bar is not None:
-                    bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
-                if cur_nimg - tick_start_nimg >= spec.tick_kimg * 1000 or cur_nimg >= total_nimg:
-                    check_finite(tick_losses)
-                    now = time.perf_counter()
-                    rate = (cur_nimg - tick_start_nimg) / 1000 / max(now - tick_start_time, 1e-9)
-                    pools = history[tick_start_pool:] or history[-1:]  # the pools of this tick
-                    line = tick_line(cur_nimg, tick_losses, pools, sec=now - t_start, kimg_per_s=rate,
-                                      wait_frac=wait_total / max(step_time_total + wait_total, 1e-9))
-                    ticks.append(line)
-                    if rank == 0:
-                        write_tick(log_path, line, bar)
-                    tick_start_nimg, tick_start_time, tick_losses = cur_nimg, now, []
-                    tick_start_pool = len(history)
-            else:
-                pool_done = True
-                # A pool boundary: the state saved here resumes bit-identically (as the periodic dump at the
-                # top of the loop). The last pool (pending None) just finishes the run.
-                if pending is not None and stop_requested():
-                    dump_state(pending.before)
-                    preempted = True
-                    break
-        if pending is not None:
-            pending.pairing.result()
-    if bar is not None:
-        bar.close()
-    if preempted:
-        if world > 1:
-            torch.distributed.destroy_process_group()
-        sig = stop["signal"]
-        name = signal.Signals(sig).name if sig is not None else "a stop signal in another process"
-        raise PreemptedError(f"training of {model_name or spec.pairing + ' model'} stopped by {name} at "
-                             f"{cur_nimg / 1000:g} kimg; state saved in {run_dir}; rerun the job to resume")
+def _train_step(run: RunState, feed: Feed, ticker: Ticker, pool: Pool, pair: pairing.Pairing, start: int) -> None:
+    """One optimizer step on the pool's images [start, start + per_proc): the gradients of ``rounds`` micro-batches
+    accumulated (DDP averages them across processes on the last), each loss scaled by loss_scaling / per_proc as in
+    EDM; then Adam and the EMA (:func:`_optimizer_step`)."""
+    spec = run.spec
+    t_step = time.perf_counter()
+    run.opt.zero_grad(set_to_none=True)
+    for r in range(feed.rounds):
+        sl = slice(start + r * feed.batch_gpu, start + (r + 1) * feed.batch_gpu)
+        y, n = pool.y[sl], pair.noise[sl]
+        labels = pool.labels[sl] if spec.cond else None
+        aug = pool.aug[sl] if pool.aug is not None else None
+        sigma = sample_sigma(len(y), P_mean=spec.P_mean, P_std=spec.P_std, generator=run.sigma_gen)
+        sync = r == feed.rounds - 1 or run.world == 1
+        with run.ddp.no_sync() if not sync else contextlib.nullcontext():
+            with forward_precision(spec.precision, run.device):
+                loss = edm_loss(run.ddp, y, n, sigma, labels, aug, sigma_data=spec.sigma_data)
+            loss.sum().mul(spec.loss_scaling / feed.per_proc).backward()
+        ticker.losses.append(loss.detach().mean())  # synced once per tick, not per step
+    run.cur_nimg = _optimizer_step(spec, run.net, run.ema, run.opt, run.cur_nimg)
+    ticker.step_total += time.perf_counter() - t_step
+    if run.bar is not None:
+        run.bar.update(min(run.cur_nimg, run.total_nimg) / 1000 - run.bar.n)
 
-    seconds = time.perf_counter() - t_start
-    summary = {"model": model_name, **summarize(history, spec, seconds, wait_total, step_time_total, cur_nimg,
-                                                 micro_batch=pair_kwargs["micro_batch"])}
-    summary["ticks"] = ticks  # what log.jsonl holds (process 0)
-    check_finite([])  # the last tick checked the loss; weights again before anything is written
-    if pool_done:  # a later, longer run resumes exactly from here
-        dump_state(pending.before if pending is not None else
-                   {"sampler": sampler.state(), "noise_gen": noise_gen.get_state()})
-    if rank == 0:
-        save_checkpoint(out, kind="denoiser", state_dict=ema.state_dict(), ctor=ctor, config=asdict(spec),
-                        extra={"kimg": cur_nimg / 1000, "dataset": ds.meta})
+
+def _tick(run: RunState, ticker: Ticker) -> None:
+    """The end of a tick: loss and weights checked finite, then its line in the log (process 0 writes log.jsonl)."""
+    run.check_finite(ticker.losses)
+    line = ticker.end(run.cur_nimg, run.history)
+    run.ticks.append(line)
+    if run.rank == 0:
+        write_tick(run.log_path, line, run.bar)
+
+
+def _stopped(run: RunState, stop: dict) -> PreemptedError:
+    """Leave the process group of a run stopped by a signal (its state saved); the error that says so."""
+    if run.world > 1:
+        torch.distributed.destroy_process_group()
+    sig = stop["signal"]
+    name = signal.Signals(sig).name if sig is not None else "a stop signal in another process"
+    return PreemptedError(f"training of {run.title} stopped by {name} at "
+                          f"{run.cur_nimg / 1000:g} kimg; state saved in {run.dir}; rerun the job to resume")
+
+
+def _finish(run: RunState, feed: Feed, ticker: Ticker, *, out: str | Path, stats_out: str | Path,
+            pool_done: bool) -> dict:
+    """The summary; the weights checked finite once more, the state saved if the run ended at a pool boundary (a
+    later, longer run resumes exactly from there), then process 0 writes the EMA network and the summary."""
+    spec = run.spec
+    seconds = time.perf_counter() - ticker.start
+    summary = {"model": run.model_name, **summarize(run.history, spec, seconds, ticker.wait_total, ticker.step_total,
+                                                     run.cur_nimg, micro_batch=feed.pair_kwargs["micro_batch"])}
+    summary["ticks"] = run.ticks  # what log.jsonl holds (process 0)
+    run.check_finite([])  # the last tick checked the loss; weights again before anything is written
+    if pool_done:  # a later, longer run resumes exactly from here (no pool was prefetched after the last one)
+        run.dump(run.pool_streams(), ticker.losses)
+    if run.rank == 0:
+        save_checkpoint(out, kind="denoiser", state_dict=run.ema.state_dict(), ctor=run.ctor, config=asdict(spec),
+                        extra={"kimg": run.cur_nimg / 1000, "dataset": feed.meta})
         write_json(stats_out, summary)
-    if world > 1:
+    if run.world > 1:
         torch.distributed.destroy_process_group()
     return summary
-
-
-def _resume(state_path: Path, streams_path: Path, rank: int, device: torch.device, *, net: nn.Module,
-            ema: nn.Module, opt: torch.optim.Optimizer, sampler: PoolSampler, noise_gen: torch.Generator,
-            sigma_gen: torch.Generator) -> tuple[int, list[dict], list[dict]]:
-    """Load the saved weights, optimizer and this process's random streams in place; return (cur_nimg, history,
-    ticks), ticks being the log.jsonl records up to the state.
-
-    Process 0's streams are in ``state_path`` with the weights, the others' in their own ``streams_path``; all must
-    be at the same image count, else the run dir is inconsistent (ValueError naming it). Process 0 sets the log back
-    to the state's ticks (:func:`_restore_log`).
-    """
-    s = read_state(state_path)
-    net.load_state_dict(s["net"])
-    ema.load_state_dict(s["ema"])
-    opt.load_state_dict(s["opt"])
-    cur_nimg, history = int(s["cur_nimg"]), json.loads(s["history"])
-    r = s if rank == 0 else read_state(streams_path, kind="random-stream state")
-    if int(r["cur_nimg"]) != cur_nimg:
-        raise ValueError(f"{streams_path} is at {r['cur_nimg']} images but {state_path} at {cur_nimg}; "
-                         f"the run dir {state_path.parent} is inconsistent: delete it to restart")
-    sampler.restore(r["sampler"])
-    noise_gen.set_state(r["noise_gen"])
-    sigma_gen.set_state(r["sigma_gen"])
-    torch.set_rng_state(r["torch_rng"])
-    if device.type == "cuda" and "cuda_rng" in r:
-        torch.cuda.set_rng_state(r["cuda_rng"], device)
-    log(f"resuming from {state_path} at {cur_nimg / 1000:.1f} kimg", rank)
-    log_path = state_path.parent / "log.jsonl"
-    if "ticks" in s:
-        ticks = json.loads(s["ticks"])
-        if rank == 0:
-            restore_log(log_path, ticks, state_path)
-    else:  # a state saved before ticks went with it: the log is all there is
-        ticks = truncate_log(log_path, cur_nimg / 1000) if rank == 0 else []
-    return cur_nimg, history, ticks
 
 
 def _optimizer_step(spec: TrainSpec, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,

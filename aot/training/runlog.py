@@ -1,11 +1,13 @@
-"""The training run's resumable bookkeeping: the epoch-permutation pool sampler (its state saved with the run), the
-per-tick log (``log.jsonl``, rebuilt from the saved state when it is cut or torn) and the run summary."""
+"""The training run's resumable bookkeeping: the epoch-permutation pool sampler (its state saved with the run), each
+pool's record, the current tick's losses and timings, the per-tick log (``log.jsonl``, rebuilt from the saved state when
+it is cut or torn), the progress bar and the run summary."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,44 @@ class PoolSampler:
         self._perm = self._permutation()
 
 
+def pool_record(cur_nimg: int, pair, wait: float) -> dict:
+    """The run's history entry for one pool: its pairing's statistics (an aot.training.pairing.Pairing) and how long
+    the loop waited for it."""
+    return dict(kimg=cur_nimg / 1000, dist_paired=pair.mean_dist_paired, dist_independent=pair.mean_dist_independent,
+                solve_s=pair.solve_seconds, cost_s=pair.cost_seconds, wait_s=wait)
+
+
+class Ticker:
+    """The current tick: where it started (images, time, pools), its micro-batches' losses (kept on the device, synced
+    once at the tick's end), and the run's time waiting for the pairing and stepping since ``start``."""
+
+    def __init__(self, cur_nimg: int, pools: int):
+        self.start = self.tick_time = time.perf_counter()
+        self.tick_nimg, self.tick_pool, self.losses = cur_nimg, pools, []
+        self.wait_total, self.step_total = 0.0, 0.0
+
+    def wait_for(self, future):
+        """The future's result (a pool's pairing) and the seconds waited for it."""
+        t0 = time.perf_counter()
+        result = future.result()
+        wait = time.perf_counter() - t0
+        self.wait_total += wait
+        return result, wait
+
+    def due(self, cur_nimg: int, tick_kimg: float, total_nimg: int) -> bool:
+        return cur_nimg - self.tick_nimg >= tick_kimg * 1000 or cur_nimg >= total_nimg
+
+    def end(self, cur_nimg: int, history: list[dict]) -> dict:
+        """The tick's log record; the next tick starts here."""
+        now = time.perf_counter()
+        rate = (cur_nimg - self.tick_nimg) / 1000 / max(now - self.tick_time, 1e-9)
+        pools = history[self.tick_pool:] or history[-1:]  # the pools of this tick
+        line = tick_line(cur_nimg, self.losses, pools, sec=now - self.start, kimg_per_s=rate,
+                         wait_frac=self.wait_total / max(self.step_total + self.wait_total, 1e-9))
+        self.tick_nimg, self.tick_time, self.losses, self.tick_pool = cur_nimg, now, [], len(history)
+        return line
+
+
 def tick_line(cur_nimg: int, losses: list[torch.Tensor], pools: list[dict], *, sec: float, kimg_per_s: float,
                wait_frac: float) -> dict:
     """One log.jsonl record: mean loss over the tick's micro-batches (one device sync), pairing stats of its pools."""
@@ -72,6 +112,15 @@ def write_tick(path: Path, line: dict, bar) -> None:
            f"pair dist {line['dist_paired']:.3f} (indep {line['dist_independent']:.3f})  "
            f"solve {line['solve_ms']:.1f} ms/pool  wait {100 * line['wait_frac']:.2f}%")
     (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
+
+
+def progress_bar(spec: TrainSpec, cur_nimg: int):
+    """A tqdm bar in kimg, redrawn at most every second on a terminal and every 30 s in a log file."""
+    from tqdm import tqdm
+
+    return tqdm(total=spec.kimg, initial=cur_nimg / 1000, unit="kimg", desc=f"train {spec.pairing}",
+                mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}, {rate_fmt}]")
 
 
 def restore_log(path: Path, ticks: list[dict], state_path: Path) -> None:
