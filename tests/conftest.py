@@ -7,7 +7,9 @@ Test modules import the plain helpers (``from conftest import ROOT, ENV, run_aot
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +62,13 @@ def run_snakemake(args, cwd=ROOT, env=None, **kw) -> subprocess.CompletedProcess
     """``python -m snakemake <args>`` in a subprocess, output captured as text."""
     return subprocess.run(SMK + [str(a) for a in args], cwd=cwd, env=env or ENV, capture_output=True, text=True,
                           **kw)
+
+
+def job_settings(line: str) -> dict:
+    """The ``--settings`` JSON of one ``python -m aot <stage>`` command as Snakemake prints it (-p); {} if none."""
+    if "--settings " not in line:
+        return {}
+    return json.loads(shlex.split(line[line.index("--settings "):])[1])
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ENV, ROOT, SMK, copy_workflow
+from conftest import ENV, ROOT, SMK, copy_workflow, job_settings
 from PIL import Image
 
 from aot.config.checks import check_config
@@ -496,9 +496,9 @@ def test_fid_reference_of_the_prepared_images_at_a_hostile_path(tmp_path, wf):
     r = smk(["-n", "-p", "--forceall", "--configfile", "c.yaml"], cwd=wf)
     assert r.returncode == 0, r.stderr[-2000:]
     prep = next(ln for ln in r.stdout.splitlines() if "-m aot prepare" in ln)
-    assert "--source images --path '../my $(touch HACK)" in prep
+    assert " --path '../my $(touch HACK)" in prep and job_settings(prep)["source"] == "images"
     fid = next(ln for ln in r.stdout.splitlines() if "-m aot fid-ref" in ln)
-    assert "--source dataset --data results/digits-images/data/dataset.npz" in fid
+    assert " --data results/digits-images/data/dataset.npz" in fid and job_settings(fid)["source"] == "dataset"
     before = tree(tmp_path)
     r = smk(["--cores", "1", "results/digits-images/fid/ref_stats.npz", "--configfile", "c.yaml"], cwd=wf)
     assert r.returncode == 0, r.stderr[-3000:]

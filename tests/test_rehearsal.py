@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from cifar_archive import write_cifar10_archive
-from conftest import run_shipped_config
+from conftest import job_settings, run_shipped_config
 from fakes import write_fake_inception, write_random_adm_classifier
 
 from aot.core.checkpoint import load_checkpoint
@@ -116,8 +116,8 @@ def test_discriminators_use_the_adm_encoder(rehearsal, assets):
     # Guided sampling ran with the config's weight and boosting (DG's README: w 2 uncond, w 1 + boosting cond).
     guided = [line for line in out.splitlines() if "python -m aot sample" in line and "--disc" in line]
     assert len(guided) == 3 * 2  # 3 runs x 2 shards of 2 seeds
-    weight, boosting = ("2.0", False) if cond == "uncond" else ("1.0", True)
-    assert all(f"--dg-weight {weight} " in g and ("--dg-boosting" in g) is boosting for g in guided)
+    weight, boosting = (2.0, False) if cond == "uncond" else (1.0, True)
+    assert all(job_settings(g)["dg_weight"] == weight and job_settings(g)["dg_boosting"] is boosting for g in guided)
 
 
 def test_scores_are_inception_fid_and_tables_are_written(rehearsal):

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import ENV, ROOT, SMK, copy_workflow
+from conftest import ENV, ROOT, SMK, copy_workflow, job_settings
 
 pytestmark = pytest.mark.slow  # starts Snakemake, torchrun or a cluster: not in the quick run (-m "not slow")
 
@@ -159,7 +159,8 @@ def test_paper_configs_list_fid50k_jobs_for_every_cell(cond):
     assert guided == 3 and jobs["sample_guided"] == 3 * guided
     assert jobs["sample"] == 3 * (jobs["evaluate"] - guided) + 1 * 2 and jobs["fid_ref"] == 1
     assert jobs["fetch_inception"] == 1  # the weights come to resources/ on the submitting machine
-    assert "--fid-block 50000" in r.stdout and "--metrics inception" in r.stdout
+    scoring = [job_settings(ln) for ln in r.stdout.splitlines() if "python -m aot evaluate " in ln]
+    assert scoring and all(s["fid_block"] == 50000 and s["metrics"] == ["inception"] for s in scoring)
 
 
 @pytest.mark.parametrize("cfg", [None, "config/cifar10-uncond.yaml"])
@@ -378,15 +379,17 @@ def test_conda_env_pins_what_pyproject_pins():
 
 
 def test_imagenet_dry_run_samples_with_edms_stochastic_sampler():
-    """config/imagenet64-cond.yaml: the 256-step setting runs EDM's stochastic sampler (its flags, each quoted as a
-    word), every deterministic setting the same command as before; the ADM networks train with fp16."""
+    """config/imagenet64-cond.yaml: the 256-step setting runs EDM's stochastic sampler (its keys in the job's
+    --settings), every deterministic setting without them; the ADM networks train with fp16."""
     r = run(["-n", "-p", "--forceall", "--configfile", "config/imagenet64-cond.yaml"])
     assert r.returncode == 0, r.stderr[-2000:]
     samples = [ln for ln in r.stdout.splitlines() if "-m aot sample " in ln]
     stochastic = [ln for ln in samples if "/rho7-steps256-churn40/" in ln]
     assert len(samples) == 2 * 11 * 3 and len(stochastic) == 2 * 3  # 2 models x 11 settings x 3 FID-50k shards
-    assert all(ln.endswith(" --threads 1 --S-churn 40 --S-min 0.05 --S-max 50 --S-noise 1.003") for ln in stochastic)
-    assert all(ln.endswith(" --threads 1") and "--S-" not in ln for ln in samples if ln not in stochastic)
+    churn = dict(S_churn=40, S_min=0.05, S_max=50, S_noise=1.003)
+    assert all(job_settings(ln).items() >= churn.items() for ln in stochastic)
+    assert all(not job_settings(ln).keys() & churn.keys() and "--S-" not in ln
+               for ln in samples if ln not in stochastic)
     specs = train_specs(r.stdout)
     assert set(specs) == {"edm-cond", "aot-cond"}
     assert all(s["arch"] == "adm" and s["fp16"] and s["loss_scaling"] == 100 for s in specs.values())

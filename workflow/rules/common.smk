@@ -17,6 +17,7 @@ from aot.config.resolve import (
     train_spec as resolved_train_spec,
     write_resolved_config,
 )
+from aot.config import stages as stage_settings  # the --settings of every stage but train / train-disc
 from aot.config.yamlio import ConfigError
 
 try:
@@ -191,15 +192,10 @@ def setting(wildcards):
     return ALL_SETTINGS[wildcards.setting]
 
 
-def churn_args(wildcards):
-    """EDM's stochastic sampler flags of a grid setting with `churn`, each word shell-quoted, after a space; nothing
-    for a deterministic setting, so its command is unchanged."""
-    churn = setting(wildcards).get("churn")
-    if not churn:
-        return ""
-    flags = {"S_churn": "--S-churn", "S_min": "--S-min", "S_max": "--S-max", "S_noise": "--S-noise"}
-    words = [w for key, flag in flags.items() for w in (flag, str(churn[key]))]
-    return f" {shlex.join(words)}"
+def sample_settings(wildcards):
+    """The --settings JSON of one sampling job (rules sample and sample_guided): the sampler's settings, EDM's churn
+    of a stochastic grid setting, a guided model's guidance."""
+    return spec_json(stage_settings.sample_settings(config, wildcards.model, wildcards.setting))
 
 
 def guided_run(model):
@@ -283,18 +279,14 @@ def evaluate_inputs(wildcards):
 
 
 def evaluate_args(wildcards, input):
-    """Command-line options of `python -m aot evaluate` for the configured metrics: a list of single arguments, so
-    that {params.args:q} quotes each on its own (a path with spaces or shell characters stays one argument)."""
-    e = config["evaluate"]
-    args = ["--metrics", *METRICS, "--device", e["device"]]
+    """The input files of `python -m aot evaluate` for the configured metrics, as flags (its settings are
+    --settings): a list of single arguments, so that {params.args:q} quotes each on its own (a path with spaces or
+    shell characters stays one argument)."""
+    args = []
     if "featnet" in METRICS:
-        args += ["--featnet", input.featnet, "--ref", input.ref, "--kid-subsets", e["kid_subsets"]]
-        args += ["--kid-subset-size", e["kid_subset_size"], "--fd-jackknife", e["fd_jackknife"]]
+        args += ["--featnet", input.featnet, "--ref", input.ref]
     if "inception" in METRICS:
-        args += ["--fid-ref", input.fid_ref, "--fid-block", e["fid_block"]]
-        args += ["--inception-weights", input.inception]
-        if e["inception_sha256"]:
-            args += ["--inception-sha256", e["inception_sha256"]]
+        args += ["--fid-ref", input.fid_ref, "--inception-weights", input.inception]
     return [str(a) for a in args]
 
 

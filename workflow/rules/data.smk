@@ -11,25 +11,8 @@ DATASET_ARCHIVE = DATASET.get("archive")
 # dataset's recorded sha256 then shows that nothing changed). A source that a rule below writes is tracked by
 # Snakemake as that rule's output instead.
 # (IMAGES_PATH, IMAGES_FINGERPRINT and dataset_inputs: workflow/rules/common.smk)
-# Flags for the source's own options only (cifar10 has no split: its test_batch is the held-out set) and for the
-# per-class training subset; {params.args:q} quotes each item on its own.
-DATASET_ARGS = [
-    str(v)
-    for v in (
-        (["--test-fraction", DATASET.get("test_fraction", 0.2)] if DATASET["source"] in ("digits", "images") else [])
-        + (
-            ["--split-seed", DATASET.get("split_seed", 0)]
-            if DATASET["source"] in ("digits", "synthetic", "images")
-            else []
-        )
-        + (["--resolution", DATASET["resolution"]] if DATASET.get("resolution") else [])
-        + (
-            ["--subset", DATASET["subset"], "--subset-seed", DATASET.get("subset_seed", 0)]
-            if DATASET.get("subset") is not None
-            else []
-        )
-    )
-]
+# The source's own options only (cifar10 has no split: its test_batch is the held-out set) and the per-class training
+# subset are the job's --settings (aot.config.stages.prepare_settings).
 
 
 rule prepare_dataset:
@@ -44,15 +27,14 @@ rule prepare_dataset:
     conda:
         "../envs/aot.yaml"
     params:
-        source=DATASET["source"],
-        args=DATASET_ARGS,
+        settings=spec_json(stage_settings.prepare_settings(config)),
         fingerprint=IMAGES_FINGERPRINT or "",  # a changed images source re-prepares (params trigger)
         images=IMAGES_SOURCE or "",
     shell:
-        "python -m aot prepare --source {params.source:q} "
+        "python -m aot prepare --settings {params.settings:q} "
         + ("--archive {input.archive:q} " if DATASET_ARCHIVE else "")
         + ("--path {params.images:q} " if IMAGES_PATH else "")
-        + "{params.args:q} --out {output.data:q} --info {output.info:q} > {log:q} 2>&1"
+        + "--out {output.data:q} --info {output.info:q} > {log:q} 2>&1"
 
 
 # scikit-learn's digits as an image source in EDM's dataset_tool.py layout (config/digits-images.yaml): a folder and

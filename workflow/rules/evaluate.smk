@@ -13,14 +13,10 @@ rule featnet:
     resources:
         **SLURM["featnet"],
     params:
-        epochs=config["evaluate"]["featnet"]["epochs"],
-        batch_size=config["evaluate"]["featnet"]["batch_size"],
-        lr=config["evaluate"]["featnet"]["lr"],
-        seed=config["evaluate"]["featnet"]["seed"],
+        settings=spec_json(stage_settings.featnet_settings(config)),
     shell:
         logged("python -m aot featnet --data {input.data:q} --out {output.net:q} --ref {output.ref:q} "
-            "--info {output.info:q} --epochs {params.epochs:q} --batch-size {params.batch_size:q} "
-            "--lr {params.lr:q} --seed {params.seed:q} --threads {threads:q}")
+            "--info {output.info:q} --settings {params.settings:q} --threads {threads:q}")
 
 
 # Inception FID needs clean-fid's TF-Inception weights (inception-2015-12-05.pt) and, for fid_ref: cifar10, its
@@ -43,21 +39,16 @@ rule fid_ref:
         gpu=1 if config["evaluate"]["device"].startswith("cuda") and config["evaluate"]["fid_ref"] == "dataset" else 0,
         **SLURM["fid_ref"],
     params:
-        source=config["evaluate"]["fid_ref"],
+        settings=spec_json(stage_settings.fid_ref_settings(config)),
         # optional flags as lists of single arguments ([] = none), so that {params.x:q} quotes each on its own
         data=lambda wc, input: ["--data", input.data] if "data" in input.keys() else [],
-        weights=lambda wc, input: (
-            ["--inception-weights", input.inception]
-            + (["--inception-sha256", config["evaluate"]["inception_sha256"]] if config["evaluate"]["inception_sha256"] else [])
-            if "inception" in input.keys()
-            else []
-        ),
-        device=config["evaluate"]["device"],
+        weights=lambda wc, input: ["--inception-weights", input.inception] if "inception" in input.keys() else [],
     message:
-        "Inception reference statistics ({params.source}); clean-fid's statistics are downloaded on first use"
+        f"Inception reference statistics ({config['evaluate']['fid_ref']}); clean-fid's statistics are downloaded "
+        "on first use"
     shell:
-        logged("python -m aot fid-ref --source {params.source:q} {params.data:q} {params.weights:q} "
-            "--device {params.device:q} --out {output:q} --threads {threads:q}")
+        logged("python -m aot fid-ref --settings {params.settings:q} {params.data:q} {params.weights:q} "
+            "--out {output:q} --threads {threads:q}")
 
 
 if "inception" in METRICS and not config["evaluate"]["inception_weights"]:
@@ -96,6 +87,7 @@ rule evaluate:
         gpu=1 if config["evaluate"]["device"].startswith("cuda") else 0,
         **SLURM["evaluate"],
     params:
+        settings=spec_json(stage_settings.evaluate_settings(config)),
         args=evaluate_args,
         metrics=" + ".join(METRICS),
         features=lambda wc, output: (
@@ -105,4 +97,4 @@ rule evaluate:
         "Scoring {wildcards.model} at {wildcards.setting} ({params.metrics})"
     shell:
         logged("python -m aot evaluate --samples {input.samples:q} --out {output.json:q} --model {wildcards.model:q} "
-            "{params.args:q} {params.features:q} --threads {threads:q}")
+            "--settings {params.settings:q} {params.args:q} {params.features:q} --threads {threads:q}")

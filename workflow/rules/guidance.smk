@@ -45,24 +45,10 @@ rule sample_guided:
     params:
         rho=lambda wc: setting(wc)["rho"],
         steps=lambda wc: setting(wc)["steps"],
-        weight=lambda wc: GUIDANCE["weight"][guided_run(wc.model)[1]],
-        boosting=lambda wc: (
-            ["--dg-boosting"] if GUIDANCE["boosting"][guided_run(wc.model)[1]] else []
-        ),
-        # scalars, not the guidance mapping, so that each can be quoted ({params.x:q})
-        weight_2nd=GUIDANCE["weight_2nd"],
-        time_min=GUIDANCE["time_min"],
-        time_max=GUIDANCE["time_max"],
-        batch=config["sample"]["batch"],
-        sigma_min=config["sample"]["sigma_min"],
-        sigma_max=config["sample"]["sigma_max"],
-        device=config["sample"]["device"],
+        settings=sample_settings,  # with the guidance weights, time range and boosting of the model's conditioning
     shell:
-        logged("python -m aot sample --ckpt {input.net:q} --disc {input.disc:q} --dg-weight {params.weight:q} "
-            "--dg-weight-2nd {params.weight_2nd:q} --dg-time-min {params.time_min:q} "
-            "--dg-time-max {params.time_max:q} {params.boosting:q} --rho {params.rho:q} --steps {params.steps:q} "
-            "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
-            "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
+        logged("python -m aot sample --ckpt {input.net:q} --disc {input.disc:q} --rho {params.rho:q} "
+            "--steps {params.steps:q} --seeds {wildcards.shard:q} --settings {params.settings:q} --out {output:q} "
             "--threads {threads:q}")
 
 

@@ -16,16 +16,10 @@ rule sample:
     params:
         rho=lambda wc: setting(wc)["rho"],
         steps=lambda wc: setting(wc)["steps"],
-        batch=config["sample"]["batch"],
-        sigma_min=config["sample"]["sigma_min"],
-        sigma_max=config["sample"]["sigma_max"],
-        device=config["sample"]["device"],
-        churn=churn_args,  # already quoted, word by word (shlex.join)
+        settings=sample_settings,
     shell:
         logged("python -m aot sample --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
-            "--seeds {wildcards.shard:q} --batch {params.batch:q} --sigma-min {params.sigma_min:q} "
-            "--sigma-max {params.sigma_max:q} --device {params.device:q} --out {output:q} "
-            "--threads {threads:q}{params.churn}")
+            "--seeds {wildcards.shard:q} --settings {params.settings:q} --out {output:q} --threads {threads:q}")
 
 
 rule grid:
@@ -72,19 +66,8 @@ rule trajectory:
         rho=lambda wc: tsetting(wc)["rho"],
         steps=lambda wc: tsetting(wc)["steps"],
         seeds=trajectory_seeds(),
-        # scalars, not the trajectory mapping, so that each can be quoted ({params.x:q})
-        grid_rows=config["trajectory"]["grid_rows"],
-        columns=config["trajectory"]["columns"],
-        fine_steps=config["trajectory"]["fine_steps"],
-        ref_substeps=config["trajectory"]["ref_substeps"],
-        ref_steps=config["trajectory"]["ref_steps"],
-        sigma_min=config["sample"]["sigma_min"],
-        sigma_max=config["sample"]["sigma_max"],
-        device=config["sample"]["device"],
+        settings=spec_json(stage_settings.trajectory_settings(config)),
     shell:
         logged("python -m aot trajectory --ckpt {input.net:q} --rho {params.rho:q} --steps {params.steps:q} "
-            "--seeds {params.seeds:q} --grid-rows {params.grid_rows:q} --columns {params.columns:q} "
-            "--fine-steps {params.fine_steps:q} --ref-substeps {params.ref_substeps:q} "
-            "--ref-steps {params.ref_steps:q} --sigma-min {params.sigma_min:q} --sigma-max {params.sigma_max:q} "
-            "--device {params.device:q} --model {wildcards.model:q} --out {output.metrics:q} --grid {output.grid:q} "
-            "--threads {threads:q}")
+            "--seeds {params.seeds:q} --settings {params.settings:q} --model {wildcards.model:q} "
+            "--out {output.metrics:q} --grid {output.grid:q} --threads {threads:q}")
