@@ -301,3 +301,14 @@ def test_adm64_offline_or_wrong_file_is_one_line_and_leaves_nothing(tmp_path, mo
     assert leftovers(out.parent) == []
     with pytest.raises(ValueError, match="guidance.extractor: 'none' has no pretrained classifier"):
         fetch_dg_classifier(out, extractor="none")
+
+
+def test_classifier_table_agrees_with_the_networks():
+    """CLASSIFIERS (torch-free, read by the config checks) and aot.models.adm.ADM_CLASSIFIERS (the networks) are two
+    views of the same classifiers: the same names and the same image size and channels."""
+    from aot.models.adm import ADM_CLASSIFIERS
+
+    assert list(CLASSIFIERS) == list(ADM_CLASSIFIERS)
+    for name, c in CLASSIFIERS.items():
+        net = ADM_CLASSIFIERS[name]
+        assert (c.channels, c.resolution) == (net["in_channels"], net["image_size"]), name
